@@ -1,0 +1,246 @@
+"""The prefix language model: a decoder-only transformer over VideoPoet's token sequences.
+
+Attention is bidirectional over the condition prefix and causal over the output (the mask
+is built by `prefix_mask`), text encoder states enter as vectors at the text slot through a
+linear projection, positions are rotary, attention is PyTorch SDPA. A static KV cache, set up
+once per batch shape (`setup_caches`), serves incremental decoding (models/generate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class LMConfig:
+    dim: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    vocab_size: int = 0  # set from the Vocab by the pipeline
+    text_dim: int = 384  # all-MiniLM-L6-v2 states
+    max_seq_len: int = 2048
+    ffn_mult: float = 8 / 3  # SwiGLU hidden = mult * dim, rounded up to `multiple_of`
+    multiple_of: int = 64
+    rope_base: float = 10_000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    ffn_hidden: int = 0  # derived
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim {self.dim} must be a multiple of n_heads {self.n_heads}")
+        hidden = int(self.ffn_mult * self.dim)
+        self.ffn_hidden = -(-hidden // self.multiple_of) * self.multiple_of
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+
+# Widths and depths of the presets. The paper does not publish its 1B/8B shapes; these follow
+# the usual LLaMA-style ratios (head dim 128 for the big ones) and land on the named sizes with
+# the paper's 266,496-token vocabulary (untied input and output embeddings: 2 x 0.55 B of the
+# 1B model's and 2 x 2.2 B of the 8B model's parameters). `videopoet info` prints the counts.
+LM_PRESETS: dict[str, dict] = {
+    "tiny": dict(dim=64, n_layers=2, n_heads=4),
+    "demo": dict(dim=256, n_layers=6, n_heads=8),  # ~5M params: trains on 2 CPU cores
+    "videopoet-1b": dict(dim=1280, n_layers=16, n_heads=10),
+    "videopoet-8b": dict(dim=4096, n_layers=30, n_heads=32),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rope_tables(seq_len: int, head_dim: int, base: float) -> torch.Tensor:
+    """(seq_len, head_dim // 2, 2): cos and sin of each position and frequency."""
+    freqs = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    angles = torch.outer(torch.arange(seq_len).float(), freqs)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """x (B, T, nh, hs), rope (T, hs/2, 2) -> rotated x."""
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, T, nh, hs/2, 2)
+    rope = rope[None, :, None]  # (1, T, 1, hs/2, 2)
+    out = torch.stack(
+        [
+            xs[..., 0] * rope[..., 0] - xs[..., 1] * rope[..., 1],
+            xs[..., 1] * rope[..., 0] + xs[..., 0] * rope[..., 1],
+        ],
+        dim=-1,
+    )
+    return out.flatten(3).type_as(x)
+
+
+class KVCache(nn.Module):
+    """Keys and values of every position so far, in buffers sized once."""
+
+    def __init__(self, batch: int, seq_len: int, n_heads: int, head_dim: int, dtype, device):
+        super().__init__()
+        shape = (batch, n_heads, seq_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, nh, T, hs) at `input_pos` (T,); return the first B rows of the cache."""
+        B = k.shape[0]
+        self.k[:B, :, input_pos] = k
+        self.v[:B, :, input_pos] = v
+        return self.k[:B], self.v[:B]
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LMConfig):
+        super().__init__()
+        self.n_heads = c.n_heads
+        self.head_dim = c.head_dim
+        self.wqkv = nn.Linear(c.dim, 3 * c.dim, bias=False)
+        self.wo = nn.Linear(c.dim, c.dim, bias=False)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x, rope, mask, input_pos):
+        B, T, C = x.shape
+        q, k, v = self.wqkv(x).split(C, dim=-1)
+        q = apply_rope(q.view(B, T, self.n_heads, self.head_dim), rope)
+        k = apply_rope(k.view(B, T, self.n_heads, self.head_dim), rope)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        if self.kv_cache is not None:
+            k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, S_max, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, C))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, c: LMConfig):
+        super().__init__()
+        self.w13 = nn.Linear(c.dim, 2 * c.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(c.ffn_hidden, c.dim, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, c: LMConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.attn = Attention(c)
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
+        self.ffn = FeedForward(c)
+
+    def forward(self, x, rope, mask, input_pos):
+        x = x + self.attn(self.attn_norm(x), rope, mask, input_pos)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class PrefixLM(nn.Module):
+    def __init__(self, config: LMConfig):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("LMConfig.vocab_size must be set (from the Vocab)")
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.text_proj = nn.Linear(config.text_dim, config.dim)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer(
+            "rope", rope_tables(config.max_seq_len, config.head_dim, config.rope_base),
+            persistent=False,
+        )
+        self.max_batch_size = -1
+        self.max_seq_len = -1
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """GPT-2-style init; residual output projections scaled down by depth."""
+        std = 0.02
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                continue
+            scale = std / (2 * self.config.n_layers) ** 0.5 if name.endswith(("wo.weight", "w2.weight")) else std
+            with torch.no_grad():
+                p.normal_(0.0, scale, generator=generator)
+        with torch.no_grad():
+            self.text_proj.bias.zero_()
+
+    def setup_caches(self, max_batch_size: int, max_seq_len: int) -> None:
+        """Allocate the static KV cache; a no-op when the current one is big enough."""
+        if max_seq_len > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence of {max_seq_len} tokens exceeds the model's context of "
+                f"{self.config.max_seq_len}"
+            )
+        if self.max_batch_size >= max_batch_size and self.max_seq_len >= max_seq_len:
+            return
+        p = self.output.weight
+        for block in self.layers:
+            block.attn.kv_cache = KVCache(
+                max_batch_size, max_seq_len, self.config.n_heads, self.config.head_dim, p.dtype, p.device
+            )
+        self.max_batch_size, self.max_seq_len = max_batch_size, max_seq_len
+
+    def clear_caches(self) -> None:
+        for block in self.layers:
+            block.attn.kv_cache = None
+        self.max_batch_size = self.max_seq_len = -1
+
+    def embed(self, ids: torch.Tensor, text: torch.Tensor | None, text_slice: slice | None):
+        """Token embeddings, with the projected text states written over the text slot."""
+        x = self.tok_embeddings(ids)  # (B, T, C)
+        if text is not None and text_slice is not None:
+            x = x.clone()
+            x[:, text_slice] = self.text_proj(text.to(x.dtype))
+        return x
+
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
+
+        mask (B, 1, T, K) bool: True where a query may attend a key; K is T without a cache
+        and the cache length with one.
+        """
+        rope = self.rope[input_pos]
+        for block in self.layers:
+            x = block(x, rope, mask, input_pos)
+        return self.norm(x)
+
+    def logits(self, h: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
+        """Logits of the ids [lo, hi) only: sampling a visual position never scores audio ids."""
+        weight = self.output.weight[lo:hi]
+        return F.linear(h, weight).float()
+
+    def num_params(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.tok_embeddings.weight.numel()
+        return n
+
+
+def prefix_mask(key_valid: torch.Tensor, prefix_len: int, q_len: int | None = None) -> torch.Tensor:
+    """(B, 1, T, S) bool: bidirectional over [0, prefix_len), causal after, invalid keys off.
+
+    Query rows are positions 0..q_len-1 (default: all S). A query always sees itself or the
+    first position, so no row is all False.
+    """
+    B, S = key_valid.shape
+    T = S if q_len is None else q_len
+    q = torch.arange(T, device=key_valid.device)[:, None]
+    k = torch.arange(S, device=key_valid.device)[None, :]
+    allowed = (k < prefix_len) | (k <= q)  # (T, S)
+    return (allowed[None] & key_valid[:, None, :]).unsqueeze(1)

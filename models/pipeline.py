@@ -1,0 +1,673 @@
+"""The pipeline: task spec + decoded inputs -> frames, audio, token counts and timings.
+
+`load_pipeline(name_or_path)` builds a preset from a fixed seed (`tiny`, or any preset with no
+shipped weights) or loads a checkpoint folder: `config.json` (a plain dict) beside one
+`.safetensors` per component. `Pipeline.generate` takes one spec or a batch; rows of the same
+task and length are sampled together.
+
+Per task (token shapes from the model card; t = latent frames):
+- unconditional / text_to_video: sample a clip (t=5); text_to_image: one latent frame.
+- image_to_video: the image's tokens are latent frame 0; sample frames 1..4.
+- continuation: condition on the last `context_frames` (9 = 1 s + the causal first frame,
+  t=3), sample t=2 more, decode all 5, keep the 8 new frames. Long video: repeat on the new
+  last second until `seconds` are reached. The other video tasks with `seconds` past one clip
+  continue their first clip the same way.
+- inpaint / outpaint: the clip's tokens with the box's latent cells replaced by <mask> as the
+  condition; the output is the whole clip with the known cells forced (COMMIT-style).
+- stylize: the control video (optical flow + depth-like map, models/conditioning.py) tokenized
+  by the video tokenizer, plus the prompt.
+- audio_to_video, video_to_audio: one clip of the other modality as the condition.
+- av_continuation: last second of video and audio in, the next second of both out.
+- `with_audio`: video_to_audio on every clip-long window of the finished video.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.audio_tokenizer import AudioTokenizer, AudioTokenizerConfig
+from models.card import BUILTIN_CARDS, ModelCard, resolve_checkpoint
+from models.conditioning import (
+    fit_length,
+    fit_samples,
+    latent_box_mask,
+    resample_audio,
+    resample_frames,
+    resize_frames,
+    stylize_control,
+)
+from models.generate import GenerationCancelled, SamplingParams, generate_tokens
+from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
+from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames
+from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
+from models.video_tokenizer import VideoTokenizer, VideoTokenizerConfig
+from models.vocab import Layout, Shapes, Vocab, assemble, build_layout, split_output
+
+__all__ = [
+    "GenerationCancelled",
+    "GenerationInputs",
+    "GenerationResult",
+    "ModelConfig",
+    "Pipeline",
+    "describe",
+    "load_pipeline",
+]
+
+log = logging.getLogger(__name__)
+
+PRESET_SEED = 0  # presets without shipped weights are built from this seed: same weights everywhere
+COMPONENTS = ("video_tokenizer", "audio_tokenizer", "lm")  # one .safetensors each
+
+# name -> (card, video tokenizer preset, audio tokenizer preset, LM preset)
+MODEL_PRESETS: dict[str, tuple[str, str, str]] = {
+    "tiny": ("tiny", "tiny", "tiny"),
+    "demo": ("demo", "demo", "demo"),
+    "videopoet-1b": ("paper", "paper", "videopoet-1b"),
+    "videopoet-8b": ("paper", "paper", "videopoet-8b"),
+}
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    card: ModelCard
+    video: VideoTokenizerConfig
+    audio: AudioTokenizerConfig
+    lm: LMConfig
+    text_encoder: str = "minilm"  # or "t5" with text_encoder_path
+    text_encoder_path: str | None = None
+    text_tokens: int = MAX_TEXT_TOKENS
+
+    @classmethod
+    def from_name(cls, name: str) -> ModelConfig:
+        if name not in MODEL_PRESETS:
+            raise ValueError(
+                f"unknown model {name!r}: give a preset ({', '.join(MODEL_PRESETS)}) or a "
+                "checkpoint folder holding config.json"
+            )
+        video, audio, lm = MODEL_PRESETS[name]
+        config = cls(
+            name=name,
+            card=BUILTIN_CARDS[name],
+            video=VideoTokenizerConfig.from_name(video),
+            audio=AudioTokenizerConfig.from_name(audio),
+            lm=LMConfig(**LM_PRESETS[lm]),
+        )
+        return config.with_derived_lm()
+
+    @property
+    def vocab(self) -> Vocab:
+        return Vocab(
+            visual_codes=self.video.codebook_size,
+            audio_codes=self.audio.codebook_size,
+            audio_levels=self.audio.num_quantizers,
+        )
+
+    def with_derived_lm(self) -> ModelConfig:
+        """Set the LM's vocabulary and context from the tokenizers and the card."""
+        lm = dict(vars(self.lm))
+        lm.pop("ffn_hidden")
+        lm["vocab_size"] = self.vocab.size
+        longest = max(layout.length for layout in TaskShapes(self).layouts().values())
+        lm["max_seq_len"] = -(-longest // 64) * 64
+        self.lm = LMConfig(**lm)
+        return self
+
+    def to_dict(self) -> dict:
+        lm = dict(vars(self.lm))
+        lm.pop("ffn_hidden")
+        return {
+            "name": self.name,
+            "card": self.card.to_dict(),
+            "video_tokenizer": self.video.to_dict(),
+            "audio_tokenizer": self.audio.to_dict(),
+            "lm": lm,
+            "text_encoder": self.text_encoder,
+            "text_encoder_path": self.text_encoder_path,
+            "text_tokens": self.text_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(
+            name=d["name"],
+            card=ModelCard(**d["card"]),
+            video=VideoTokenizerConfig.from_dict(d["video_tokenizer"]),
+            audio=AudioTokenizerConfig.from_dict(d["audio_tokenizer"]),
+            lm=LMConfig(**d["lm"]),
+            text_encoder=d.get("text_encoder", "minilm"),
+            text_encoder_path=d.get("text_encoder_path"),
+            text_tokens=d.get("text_tokens", MAX_TEXT_TOKENS),
+        )
+
+
+class TaskShapes:
+    """Token counts of every segment of every task for one model."""
+
+    def __init__(self, config: ModelConfig):
+        card = config.card
+        self.config = config
+        self.card = card
+        video = config.video
+        self.latent_hw = video.latent_shape(1, card.height, card.width)[1:]
+        h, w = self.latent_hw
+        self.t_clip = video.latent_shape(card.clip_frames, card.height, card.width)[0]
+        self.t_context = video.latent_shape(card.context_frames, card.height, card.width)[0]
+        self.per_frame = h * w
+        audio = config.audio
+        self.levels = audio.num_quantizers
+        self.clip_samples = round(card.clip_seconds * audio.sample_rate)
+        self.context_samples = round(card.context_frames / card.fps * audio.sample_rate)
+        self.step_samples = round(card.step_frames / card.fps * audio.sample_rate)
+        self.f_clip = audio.num_frames(self.clip_samples)
+        self.f_context = audio.num_frames(self.context_samples)
+        self.f_step = audio.num_frames(self.step_samples)
+
+    def shapes(self, task: Task) -> Shapes:
+        n = self.per_frame
+        clip, ctx = self.t_clip * n, self.t_context * n
+        L = self.levels
+        text = self.config.text_tokens if task is not Task.unconditional else 0
+        table = {
+            Task.unconditional: Shapes(visual_out=clip),
+            Task.text_to_video: Shapes(text=text, visual_out=clip),
+            Task.text_to_image: Shapes(text=text, visual_out=n),
+            Task.image_to_video: Shapes(text=text, visual_in=n, visual_out=clip - n),
+            Task.continuation: Shapes(text=text, visual_in=ctx, visual_out=clip - ctx),
+            Task.inpaint: Shapes(text=text, visual_in=clip, visual_out=clip),
+            Task.outpaint: Shapes(text=text, visual_in=clip, visual_out=clip),
+            Task.stylize: Shapes(text=text, visual_in=clip, visual_out=clip),
+            Task.audio_to_video: Shapes(text=text, audio_in=(L, self.f_clip), visual_out=clip),
+            Task.video_to_audio: Shapes(text=text, visual_in=clip, audio_out=(L, self.f_clip)),
+            Task.av_continuation: Shapes(
+                text=text, visual_in=ctx, audio_in=(L, self.f_context),
+                visual_out=clip - ctx, audio_out=(L, self.f_step),
+            ),
+        }
+        return table[task]
+
+    def layouts(self) -> dict[Task, Layout]:
+        return {task: build_layout(task, self.shapes(task)) for task in Task}
+
+
+@dataclass
+class GenerationInputs:
+    """Decoded inputs of one request; any size, frame rate or sample rate."""
+
+    image: np.ndarray | None = None  # (H, W, 3) uint8
+    video: np.ndarray | None = None  # (T, H, W, 3) uint8
+    video_fps: float | None = None
+    audio: np.ndarray | None = None  # (N,) float32 mono in [-1, 1]
+    audio_sample_rate: int | None = None
+
+    def present(self) -> set[Input]:
+        have = set()
+        for name in ("image", "video", "audio"):
+            value = getattr(self, name)
+            if value is not None:
+                have.add(Input(name))
+        return have
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (T, H, W, 3) uint8; T == 1 for text_to_image
+    fps: float
+    audio: np.ndarray | None  # (N,) float32 mono
+    sample_rate: int | None
+    seed: int
+    tokens: dict[str, int] = field(default_factory=dict)  # {"prefix": n, "generated": n}
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    time_to_first_token: float | None = None
+
+
+@dataclass
+class _Row:
+    """One request on its way through the pipeline."""
+
+    spec: TaskSpec
+    inputs: GenerationInputs
+    seed: int
+    new_frames: int  # frames to generate (continuation: beyond the input)
+    frames: np.ndarray | None = None  # the video so far, (T, H, W, 3) at the card's size
+    audio: np.ndarray | None = None
+    prefix_tokens: int = 0
+    generated_tokens: int = 0
+
+
+class _Clock:
+    """Stage timings, progress over the planned sampling steps and time to first token."""
+
+    def __init__(self, total_steps: int, progress: Callable[[float, str], None] | None):
+        self.start = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.total = max(1, total_steps)
+        self.done = 0
+        self.first_token: float | None = None
+        self.progress = progress
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def step(self, stage: str) -> Callable[[int, int], None]:
+        base = self.done
+
+        def on_token(i: int, n: int) -> None:
+            if self.first_token is None:
+                self.first_token = time.perf_counter() - self.start
+            self.done = base + i
+            if self.progress is not None:
+                self.progress(min(1.0, self.done / self.total), stage)
+
+        return on_token
+
+
+class Pipeline:
+    def __init__(self, config: ModelConfig, video_tokenizer: VideoTokenizer,
+                 audio_tokenizer: AudioTokenizer, lm: PrefixLM, device: str | torch.device = "cpu"):
+        self.config = config
+        self.card = config.card
+        self.vocab = config.vocab
+        self.device = torch.device(device)
+        self.video_tokenizer = video_tokenizer.to(self.device).eval()
+        self.audio_tokenizer = audio_tokenizer.to(self.device).eval()
+        self.lm = lm.to(self.device).eval()
+        self.text_encoder = load_text_encoder(
+            config.text_encoder, config.text_encoder_path, config.text_tokens
+        ).to(self.device)
+        self.shapes = TaskShapes(config)
+        self.layouts = self.shapes.layouts()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(
+        self,
+        specs: TaskSpec | Sequence[TaskSpec],
+        inputs: GenerationInputs | Sequence[GenerationInputs] | None = None,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult | list[GenerationResult]:
+        """Run one spec (returns one result) or a batch (returns a list, in order).
+
+        Raises TaskSpecError (a ValueError) when a spec cannot run with its inputs, and
+        GenerationCancelled when `should_cancel()` turns True between two sampling steps.
+        """
+        single = isinstance(specs, TaskSpec)
+        spec_list = [specs] if single else list(specs)
+        if inputs is None:
+            input_list = [GenerationInputs() for _ in spec_list]
+        else:
+            input_list = [inputs] if isinstance(inputs, GenerationInputs) else list(inputs)
+        if len(input_list) != len(spec_list):
+            raise ValueError(f"got {len(spec_list)} specs but {len(input_list)} inputs")
+        rows = [self._prepare_row(s, i) for s, i in zip(spec_list, input_list)]
+
+        groups: dict[tuple, list[int]] = {}
+        for index, row in enumerate(rows):
+            # rows of one group share every token shape and every number of steps
+            key = (row.spec.task, row.new_frames, row.spec.with_audio,
+                   0 if row.frames is None else len(row.frames))
+            groups.setdefault(key, []).append(index)
+        clock = _Clock(sum(self._planned_steps(rows[g[0]]) * len(g) for g in groups.values()), progress)
+        with torch.inference_mode():
+            for members in groups.values():
+                self._run_group([rows[i] for i in members], clock, should_cancel)
+        if progress is not None:
+            progress(1.0, "done")
+        results = [self._result(row, clock) for row in rows]
+        return results[0] if single else results
+
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json and one .safetensors per component into `folder`."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        for name in COMPONENTS:
+            module = getattr(self, name)
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            save_file(state, str(folder / f"{name}.safetensors"))
+        return folder
+
+    def num_params(self) -> dict[str, int]:
+        return _param_counts(self.video_tokenizer, self.audio_tokenizer, self.lm)
+
+    # ------------------------------------------------------------------ preparation
+
+    def _prepare_row(self, spec: TaskSpec, inputs: GenerationInputs) -> _Row:
+        spec.check_inputs(inputs.present())
+        if spec.with_audio and spec.task is Task.text_to_image:
+            raise TaskSpecError("with_audio adds a soundtrack to a video; text_to_image makes a still image")
+        card = self.card
+        seed = spec.seed if spec.seed is not None else secrets.randbelow(2**63)
+        row = _Row(spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card))
+        if inputs.video is not None:
+            video = _check_array("video", inputs.video, ndim=4)
+            video = resample_frames(video, inputs.video_fps, card.fps)
+            row.frames = resize_frames(video, card.height, card.width)
+        if inputs.image is not None:
+            image = _check_array("image", inputs.image, ndim=3)
+            row.frames = resize_frames(image[None], card.height, card.width)
+        if inputs.audio is not None:
+            audio = np.asarray(inputs.audio, dtype=np.float32)
+            if audio.ndim not in (1, 2) or audio.size == 0:
+                raise TaskSpecError(f"audio must be float32 samples (N,) or (N, channels); got {audio.shape}")
+            row.audio = np.clip(resample_audio(audio, inputs.audio_sample_rate, card.sample_rate), -1, 1)
+        if spec.task in (Task.inpaint, Task.outpaint, Task.stylize, Task.video_to_audio):
+            row.frames = fit_length(row.frames, card.clip_frames)
+        if spec.task in (Task.audio_to_video,):
+            row.audio = fit_samples(row.audio, self.shapes.clip_samples)
+        if spec.task is Task.av_continuation:
+            seconds = len(row.frames) / card.fps
+            row.audio = fit_samples(row.audio, round(seconds * card.sample_rate))
+        return row
+
+    def _planned_steps(self, row: _Row) -> int:
+        """Sampling steps the row will take (for progress)."""
+        n = lambda task: self.layouts[task].length - self.layouts[task].prefix_len  # noqa: E731
+        task = row.spec.task
+        steps = n(task) if task is not Task.continuation else 0
+        frames = self.card.clip_frames if task not in (Task.continuation, Task.text_to_image) else 0
+        while frames < row.new_frames and task in _EXTENDS:
+            steps += n(Task.continuation)
+            frames += self.card.step_frames
+        if row.spec.with_audio and task not in (Task.video_to_audio, Task.av_continuation):
+            total = row.new_frames + (len(row.frames) if task is Task.continuation else 0)
+            windows = -(-max(1, total - 1) // (self.card.clip_frames - 1))
+            steps += windows * n(Task.video_to_audio)
+        return steps
+
+    # ------------------------------------------------------------------ running
+
+    def _run_group(self, rows: list[_Row], clock: _Clock, should_cancel) -> None:
+        task = rows[0].spec.task
+        params = SamplingParams.for_rows(
+            [r.seed for r in rows], [r.spec.temperature for r in rows], [r.spec.top_k for r in rows],
+            [r.spec.top_p for r in rows], [r.spec.guidance_scale for r in rows], device=self.device,
+        )
+        text = self._encode_text([r.spec.prompt for r in rows], clock)
+        card = self.card
+        if task in (Task.unconditional, Task.text_to_video, Task.text_to_image):
+            out = self._sample(task, rows, params, text, clock, should_cancel)
+            frames = self._decode_video(out["visual_out"], 1 if task is Task.text_to_image else self.shapes.t_clip, clock)
+            for row, f in zip(rows, frames):
+                row.frames = f
+        elif task is Task.image_to_video:
+            image_tokens = self._encode_video([r.frames for r in rows], clock)  # (B, 1, h, w)
+            out = self._sample(task, rows, params, text, clock, should_cancel, visual_in=image_tokens.flatten(1))
+            tokens = torch.cat([image_tokens.flatten(1), out["visual_out"]], dim=1)
+            for row, f in zip(rows, self._decode_video(tokens, self.shapes.t_clip, clock)):
+                row.frames = f
+        elif task is Task.continuation:
+            target = [len(r.frames) + r.new_frames for r in rows]
+            for _ in range(-(-rows[0].new_frames // card.step_frames)):
+                self._continue(rows, params, text, clock, should_cancel)
+            for row, t in zip(rows, target):
+                row.frames = row.frames[:t]
+        elif task in (Task.inpaint, Task.outpaint):
+            self._fill(task, rows, params, text, clock, should_cancel)
+        elif task is Task.stylize:
+            control = [stylize_control(r.frames) for r in rows]
+            tokens = self._encode_video(control, clock).flatten(1)
+            out = self._sample(task, rows, params, text, clock, should_cancel, visual_in=tokens)
+            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+                row.frames = f
+        elif task is Task.audio_to_video:
+            codes = self._encode_audio([r.audio for r in rows], clock)
+            out = self._sample(task, rows, params, text, clock, should_cancel, audio_in=codes)
+            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+                row.frames = f
+        elif task is Task.video_to_audio:
+            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, should_cancel)):
+                row.audio = audio
+        elif task is Task.av_continuation:
+            self._av_continue(rows, params, text, clock, should_cancel)
+        # Long video: continue the first clip on its own last second.
+        if task in _EXTENDS and task is not Task.continuation:
+            while len(rows[0].frames) < rows[0].new_frames:
+                self._continue(rows, params, text, clock, should_cancel)
+            for row in rows:
+                row.frames = row.frames[: row.new_frames]
+        if rows[0].spec.with_audio and task not in (Task.video_to_audio, Task.av_continuation, Task.audio_to_video):
+            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, should_cancel)):
+                row.audio = audio
+        if task is Task.audio_to_video:  # the result plays the audio it was made from
+            for row in rows:
+                row.audio = fit_samples(row.audio, round(len(row.frames) / card.fps * card.sample_rate))
+
+    def _sample(self, task: Task, rows: list[_Row], params: SamplingParams, text, clock: _Clock,
+                should_cancel, **content) -> dict[str, torch.Tensor]:
+        layout = self.layouts[task]
+        states, mask = text if layout.text_slice is not None else (None, None)
+        batch = assemble(layout, self.vocab, text=states, text_mask=mask, batch_size=len(rows), **content)
+        t0 = time.perf_counter()
+        out = generate_tokens(
+            self.lm, self.vocab, batch, params, progress=clock.step(task.value),
+            should_cancel=should_cancel,
+        )
+        clock.add("sampling", time.perf_counter() - t0)
+        generated = (batch.forced < 0).sum(1).tolist()
+        for row, n in zip(rows, generated):
+            row.prefix_tokens += layout.prefix_len
+            row.generated_tokens += n
+        return split_output(layout, self.vocab, out)
+
+    def _continue(self, rows: list[_Row], params, text, clock, should_cancel) -> None:
+        """Add `step_frames` frames to every row, conditioned on its last `context_frames`."""
+        card, shapes = self.card, self.shapes
+        context = [_tail(r.frames, card.context_frames) for r in rows]
+        tokens = self._encode_video(context, clock).flatten(1)  # (B, t_ctx * h * w)
+        out = self._sample(Task.continuation, rows, params, text, clock, should_cancel, visual_in=tokens)
+        full = torch.cat([tokens, out["visual_out"]], dim=1)
+        for row, f in zip(rows, self._decode_video(full, shapes.t_clip, clock)):
+            row.frames = np.concatenate([row.frames, f[card.context_frames:]])
+
+    def _fill(self, task: Task, rows: list[_Row], params, text, clock, should_cancel) -> None:
+        tokens = self._encode_video([r.frames for r in rows], clock)  # (B, t, h, w)
+        masks = []
+        for row in rows:
+            src = row.inputs.video.shape[1:3]
+            box = latent_box_mask(row.spec.mask_box, src, self.shapes.latent_hw)
+            masks.append(box if task is Task.inpaint else ~box)
+        masked = torch.from_numpy(np.stack(masks))[:, None].to(tokens.device).expand_as(tokens)
+        visual_in = torch.where(masked, -1, tokens).flatten(1)
+        out = self._sample(task, rows, params, text, clock, should_cancel,
+                           visual_in=visual_in, visual_out_known=visual_in)
+        for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+            row.frames = f
+
+    def _soundtrack(self, rows: list[_Row], params, text, clock, should_cancel) -> list[np.ndarray]:
+        """video_to_audio over clip-long windows of each row's video, joined end to end."""
+        card = self.card
+        step = card.clip_frames - 1  # windows share an edge frame; audio covers step/fps each
+        n_frames = len(rows[0].frames)
+        pieces: list[list[np.ndarray]] = [[] for _ in rows]
+        for start in range(0, max(1, n_frames - 1), step):
+            window = [fit_length(r.frames[start:], card.clip_frames) for r in rows]
+            tokens = self._encode_video(window, clock).flatten(1)
+            out = self._sample(Task.video_to_audio, rows, params, text, clock, should_cancel, visual_in=tokens)
+            audio = self._decode_audio(out["audio_out"], clock)
+            for piece, a in zip(pieces, audio):
+                piece.append(a[: round(step / card.fps * card.sample_rate)])
+        total = round(n_frames / card.fps * card.sample_rate)
+        return [fit_samples(np.concatenate(p), total) for p in pieces]
+
+    def _av_continue(self, rows: list[_Row], params, text, clock, should_cancel) -> None:
+        card, shapes = self.card, self.shapes
+        context = [_tail(r.frames, card.context_frames) for r in rows]
+        tokens = self._encode_video(context, clock).flatten(1)
+        audio_ctx = [_tail_samples(r.audio, shapes.context_samples) for r in rows]
+        codes = self._encode_audio(audio_ctx, clock)
+        out = self._sample(Task.av_continuation, rows, params, text, clock, should_cancel,
+                           visual_in=tokens, audio_in=codes)
+        full = torch.cat([tokens, out["visual_out"]], dim=1)
+        frames = self._decode_video(full, shapes.t_clip, clock)
+        audio = self._decode_audio(out["audio_out"], clock)
+        for row, f, a in zip(rows, frames, audio):
+            row.frames = np.concatenate([row.frames, f[card.context_frames:]])
+            row.audio = np.concatenate([row.audio, fit_samples(a, shapes.step_samples)])
+
+    # ------------------------------------------------------------------ modality helpers
+
+    def _encode_text(self, prompts: list[str | None], clock: _Clock):
+        t0 = time.perf_counter()
+        states, mask = self.text_encoder(prompts)
+        clock.add("text", time.perf_counter() - t0)
+        return states, mask
+
+    def _encode_video(self, clips: list[np.ndarray], clock: _Clock) -> torch.Tensor:
+        t0 = time.perf_counter()
+        x = VideoTokenizer.frames_to_tensor(np.stack(clips)).to(self.device)
+        tokens = self.video_tokenizer.encode(x)
+        clock.add("tokenize", time.perf_counter() - t0)
+        return tokens
+
+    def _encode_audio(self, clips: list[np.ndarray], clock: _Clock) -> torch.Tensor:
+        t0 = time.perf_counter()
+        codes = self.audio_tokenizer.encode(torch.from_numpy(np.stack(clips)).to(self.device))
+        clock.add("tokenize", time.perf_counter() - t0)
+        return codes
+
+    def _decode_video(self, tokens: torch.Tensor, t: int, clock: _Clock) -> np.ndarray:
+        """Flat visual codes (B, t*h*w) -> uint8 frames (B, T, H, W, 3)."""
+        t0 = time.perf_counter()
+        h, w = self.shapes.latent_hw
+        x = self.video_tokenizer.decode(tokens.reshape(-1, t, h, w))
+        frames = VideoTokenizer.tensor_to_frames(x)
+        clock.add("detokenize", time.perf_counter() - t0)
+        return frames
+
+    def _decode_audio(self, codes: torch.Tensor, clock: _Clock) -> np.ndarray:
+        t0 = time.perf_counter()
+        audio = self.audio_tokenizer.decode(codes).float().cpu().numpy()
+        clock.add("detokenize", time.perf_counter() - t0)
+        return np.clip(audio, -1, 1)
+
+    def _result(self, row: _Row, clock: _Clock) -> GenerationResult:
+        card = self.card
+        return GenerationResult(
+            frames=row.frames,
+            fps=card.fps,
+            audio=None if row.audio is None else row.audio.astype(np.float32),
+            sample_rate=None if row.audio is None else card.sample_rate,
+            seed=row.seed,
+            tokens={"prefix": row.prefix_tokens, "generated": row.generated_tokens},
+            timings=dict(clock.timings),
+            time_to_first_token=clock.first_token,
+        )
+
+
+_EXTENDS = {Task.unconditional, Task.text_to_video, Task.image_to_video, Task.continuation}
+
+
+def _tail(frames: np.ndarray, n: int) -> np.ndarray:
+    """The last n frames; a shorter video is padded at the start by holding its first frame."""
+    if len(frames) >= n:
+        return frames[-n:]
+    return np.concatenate([np.repeat(frames[:1], n - len(frames), axis=0), frames])
+
+
+def _tail_samples(audio: np.ndarray, n: int) -> np.ndarray:
+    if len(audio) >= n:
+        return audio[-n:]
+    return np.concatenate([np.zeros(n - len(audio), dtype=np.float32), audio])
+
+
+def _check_array(name: str, value: np.ndarray, ndim: int) -> np.ndarray:
+    shape = "(H, W, 3)" if ndim == 3 else "(T, H, W, 3)"
+    value = np.asarray(value)
+    if value.dtype != np.uint8 or value.ndim != ndim or value.shape[-1] != 3 or 0 in value.shape:
+        raise TaskSpecError(f"{name} must be uint8 RGB {shape}; got {value.dtype} {value.shape}")
+    return value
+
+
+def _param_counts(video, audio, lm) -> dict[str, int]:
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return {"video_tokenizer": count(video), "audio_tokenizer": count(audio), "lm": count(lm)}
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _build(config: ModelConfig, seed: int | None):
+    """Components of `config`: initialised from `seed`, or empty (meta) for loading."""
+    if seed is None:
+        with torch.device("meta"):
+            return VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        video, audio, lm = VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
+        lm.init_weights()
+    return video, audio, lm
+
+
+def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu") -> Pipeline:
+    """A ready pipeline: a checkpoint folder, a shipped checkpoint by name, or a preset."""
+    folder = resolve_checkpoint(name_or_path)
+    if folder is None:
+        config = ModelConfig.from_name(name_or_path)
+        log.info("building %s from seed %d (no checkpoint)", name_or_path, PRESET_SEED)
+        return Pipeline(config, *_build(config, PRESET_SEED), device=device)
+    from safetensors.torch import load_file
+
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    modules = _build(config, seed=None)
+    for name, module in zip(COMPONENTS, modules):
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {folder} lacks {path.name}")
+        module.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
+    lm = modules[2]
+    lm.rope = rope_tables(config.lm.max_seq_len, config.lm.head_dim, config.lm.rope_base)
+    log.info("loaded %s from %s", config.name, folder)
+    return Pipeline(config, *modules, device=device)
+
+
+def describe(name_or_path: str) -> dict:
+    """Parameter counts, vocabulary layout and token counts of a model, without its weights."""
+    folder = resolve_checkpoint(name_or_path)
+    if folder is not None:
+        config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    else:
+        config = ModelConfig.from_name(name_or_path)
+    with torch.device("meta"):
+        video, audio, lm = VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
+        bert = MiniLMEncoder(BertConfig())
+    params = _param_counts(video, audio, lm)
+    params["text_encoder (frozen)"] = sum(p.numel() for p in bert.parameters())
+    params["total"] = sum(params.values())
+    vt, at = config.video, config.audio
+    clip_samples = round(2.125 * at.sample_rate)
+    shapes = TaskShapes(config)
+    return {
+        "model": config.name,
+        "checkpoint": str(folder) if folder else None,
+        "card": config.card.to_dict(),
+        "parameters": params,
+        "lm": {"dim": config.lm.dim, "layers": config.lm.n_layers, "heads": config.lm.n_heads,
+               "ffn_hidden": config.lm.ffn_hidden},
+        "vocabulary": config.vocab.describe(),
+        "tokens": {
+            "video_17x128x128": int(np.prod(vt.latent_shape(17, 128, 128))),
+            "image_128x128": int(np.prod(vt.latent_shape(1, 128, 128))),
+            "video_17x224x128": int(np.prod(vt.latent_shape(17, 224, 128))),
+            "audio_2.125s": at.num_frames(clip_samples) * at.num_quantizers,
+        },
+        "sequence_lengths": {task.value: layout.length for task, layout in shapes.layouts().items()},
+        "context_length": config.lm.max_seq_len,
+    }
