@@ -1,0 +1,360 @@
+"""MAGVIT-v2-style causal video tokenizer with lookup-free quantization (LFQ).
+
+Frames in [-1, 1] shaped (B, 3, T, H, W) <-> integer tokens (B, t, h, w) in [0, 2**bits).
+Causal in time: every temporal conv looks only at the current and earlier frames, and
+normalization runs per frame, so latent frame 0 depends on frame 0 alone and latent frame k
+on frames <= 4k (two temporal stages). An image (T = 1) therefore tokenizes exactly like the
+first frame of a video. Shapes with the paper settings: 17x128x128 -> (5, 16, 16) = 1,280
+tokens; an image 128x128 -> (1, 16, 16) = 256 tokens.
+
+Layout (widths w0 = channels, w_i = channels * channel_mult[i-1]):
+  encoder: stem -> res blocks @ w0 -> per stage [down (space 2x, time 2x if flagged) ->
+           res blocks @ w_{i+1}] -> norm, SiLU -> 1x1x1 conv to `codebook_bits` -> LFQ
+  decoder: 1x1x1 conv from `codebook_bits` -> res blocks -> per stage, reversed [up
+           (depth-to-space; time 2x then drop the first frame) -> res blocks] -> norm, SiLU,
+           conv to RGB
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from vector_quantize_pytorch import LFQ
+
+
+@dataclass
+class VideoTokenizerConfig:
+    channels: int = 128  # width of the full-resolution level
+    # One entry per 2x spatial downsample stage: the width after that stage, as a multiple
+    # of `channels`. MAGVIT-v2's (1, 2, 2, 4) also counts the full-resolution level; here the
+    # same network is channels=128, channel_mult=(2, 2, 4). Three stages -> 8x spatial.
+    channel_mult: tuple[int, ...] = (2, 2, 4)
+    num_res_blocks: int = 4  # per level, at full resolution and after each stage
+    # Which stages also halve time, causally: T -> (T - 1) // 2 + 1. Two of them give
+    # 17 -> 9 -> 5 and 1 -> 1 -> 1. Time stays whole in the first, finest stage.
+    temporal_downsample: tuple[bool, ...] = (False, True, True)
+    codebook_bits: int = 18  # LFQ: one bit per latent channel -> 2**18 = 262,144 codes
+    entropy_loss_weight: float = 0.1
+    commitment_loss_weight: float = 0.25
+    image_size: tuple[int, int] = (64, 64)  # (H, W) of training clips; any multiple of 8 encodes
+    frames: int = 17  # training clip length; any 4k+1 encodes
+
+    # derived in __post_init__
+    codebook_size: int = field(init=False)
+    spatial_factor: int = field(init=False)  # 2 ** stages
+    temporal_factor: int = field(init=False)  # 2 ** (temporal stages)
+
+    def __post_init__(self):
+        # JSON gives lists back; keep tuples so configs compare and hash the same
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        self.temporal_downsample = tuple(bool(d) for d in self.temporal_downsample)
+        self.image_size = tuple(int(s) for s in self.image_size)
+        if len(self.temporal_downsample) != len(self.channel_mult):
+            raise ValueError(
+                f"temporal_downsample needs one flag per stage ({len(self.channel_mult)}), "
+                f"got {self.temporal_downsample}"
+            )
+        if self.num_res_blocks < 1 or self.codebook_bits < 1:
+            raise ValueError("num_res_blocks and codebook_bits must be >= 1")
+        self.codebook_size = 2**self.codebook_bits
+        self.spatial_factor = 2 ** len(self.channel_mult)
+        self.temporal_factor = 2 ** sum(self.temporal_downsample)
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        """(t, h, w) of the tokens for a clip of `frames` x `height` x `width`."""
+        t = frames
+        for down in self.temporal_downsample:
+            if down:
+                t = (t - 1) // 2 + 1
+        return t, height // self.spatial_factor, width // self.spatial_factor
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the constructor fields, for config.json."""
+        d = asdict(self)
+        return {f.name: d[f.name] for f in fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VideoTokenizerConfig:
+        names = {f.name for f in fields(cls) if f.init}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_name(cls, name: str) -> VideoTokenizerConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown video tokenizer preset {name!r}; one of {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # tests: random init, fast on CPU
+    "tiny": {"channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "codebook_bits": 8},
+    # the shipped checkpoint, trained on 2 CPU cores at 64x64 on the Shapes-AV world. The
+    # full-resolution level costs most (17x64x64 voxels), so it stays narrow (32); flat-colour
+    # shapes need few codes, and 2**10 keeps LFQ's entropy loss (tokens x codebook) and the
+    # LM's visual vocabulary small.
+    "demo": {"channels": 32, "channel_mult": (1, 2, 4), "num_res_blocks": 1, "codebook_bits": 10},
+    # paper-shaped (MAGVIT-v2: 128 x (1, 2, 2, 4), 4 res blocks, 2**18 codes). Training it
+    # needs a GPU; LFQ's entropy loss then holds a (tokens x 262,144) matrix.
+    "paper": {
+        "channels": 128,
+        "channel_mult": (2, 2, 4),
+        "num_res_blocks": 4,
+        "codebook_bits": 18,
+        "image_size": (128, 128),
+    },
+}
+
+
+# ---------------------------------------------------------------------------- layers
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over each frame on its own: statistics over time would leak the future."""
+
+    def __init__(self, channels: int):
+        super().__init__(math.gcd(32, channels), channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        x = rearrange(x, "b c t h w -> (b t) c h w")
+        x = super().forward(x)
+        return rearrange(x, "(b t) c h w -> b c t h w", b=b)
+
+
+class CausalConv3d(nn.Conv3d):
+    """3D conv that sees only the current and earlier frames.
+
+    Time is padded on the left with copies of the first frame (so frame 0 depends on
+    itself alone), space is zero-padded to 'same' (halved exactly with stride 2).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride=(1, 1, 1)):
+        super().__init__(
+            in_ch,
+            out_ch,
+            kernel_size,
+            stride=stride,
+            padding=(0, kernel_size // 2, kernel_size // 2),
+        )
+        self.time_pad = kernel_size - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
+            x = torch.cat([first, x], dim=2)  # (B, C, T + k - 1, H, W)
+        return super().forward(x)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.norm1 = FrameGroupNorm(in_ch)
+        self.conv1 = CausalConv3d(in_ch, out_ch)
+        self.norm2 = FrameGroupNorm(out_ch)
+        self.conv2 = CausalConv3d(out_ch, out_ch)
+        self.skip = nn.Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class Downsample(CausalConv3d):
+    """Strided causal conv: (H, W) -> (H/2, W/2); with `temporal`, T -> (T - 1) // 2 + 1.
+
+    With 2 padded frames and stride 2, output frame j covers input frames 2j-2 .. 2j.
+    """
+
+    def __init__(self, ch: int, temporal: bool):
+        super().__init__(ch, ch, 3, stride=(2 if temporal else 1, 2, 2))
+
+
+class Upsample(nn.Module):
+    """Depth-to-space: (H, W) -> (2H, 2W); with `temporal`, T -> 2T - 1.
+
+    Time doubles, then the first output frame is dropped: latent frame 0 decodes to one
+    frame (an image stays an image), every later latent frame to two.
+    """
+
+    def __init__(self, ch: int, temporal: bool):
+        super().__init__()
+        self.pt = 2 if temporal else 1
+        self.conv = CausalConv3d(ch, ch * self.pt * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = rearrange(
+            self.conv(x), "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)", pt=self.pt, ph=2, pw=2
+        )
+        return x[:, :, 1:] if self.pt == 2 else x
+
+
+def _widths(config: VideoTokenizerConfig) -> list[int]:
+    return [config.channels] + [config.channels * m for m in config.channel_mult]
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: VideoTokenizerConfig):
+        super().__init__()
+        w, n = _widths(config), config.num_res_blocks
+        self.stem = CausalConv3d(3, w[0])
+        blocks: list[nn.Module] = [ResBlock(w[0], w[0]) for _ in range(n)]
+        for i, temporal in enumerate(config.temporal_downsample):
+            blocks.append(Downsample(w[i], temporal))
+            blocks += [ResBlock(w[i] if j == 0 else w[i + 1], w[i + 1]) for j in range(n)]
+        self.blocks = nn.Sequential(*blocks)
+        self.norm_out = FrameGroupNorm(w[-1])
+        self.proj = nn.Conv3d(w[-1], config.codebook_bits, 1)  # features -> LFQ bits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))  # (B, w[-1], t, h, w)
+        return self.proj(F.silu(self.norm_out(x)))  # (B, bits, t, h, w)
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: VideoTokenizerConfig):
+        super().__init__()
+        w, n = _widths(config), config.num_res_blocks
+        self.proj = nn.Conv3d(config.codebook_bits, w[-1], 1)  # LFQ bits -> features
+        blocks: list[nn.Module] = [ResBlock(w[-1], w[-1]) for _ in range(n)]
+        for i in reversed(range(len(config.channel_mult))):
+            blocks.append(Upsample(w[i + 1], config.temporal_downsample[i]))
+            blocks += [ResBlock(w[i + 1] if j == 0 else w[i], w[i]) for j in range(n)]
+        self.blocks = nn.Sequential(*blocks)
+        self.norm_out = FrameGroupNorm(w[0])
+        self.conv_out = CausalConv3d(w[0], 3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.proj(z))  # (B, w[0], T, H, W)
+        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 3, T, H, W)
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+class VideoTokenizerOutput(NamedTuple):
+    reconstruction: torch.Tensor  # (B, 3, T, H, W), not clamped, for the loss
+    aux_loss: torch.Tensor  # scalar: LFQ entropy + commitment loss (0 in eval mode)
+    tokens: torch.Tensor  # (B, t, h, w) int64
+
+
+class VideoTokenizer(nn.Module):
+    def __init__(self, config: VideoTokenizerConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        # LFQ keeps constant buffers outside the state dict (its codebook); built on the meta
+        # device they would stay empty after load_state_dict(..., assign=True), so build it
+        # on the CPU then. It has no parameters.
+        on_meta = torch.get_default_device().type == "meta"
+        with torch.device("cpu") if on_meta else contextlib.nullcontext():
+            self.quantizer = LFQ(
+                dim=config.codebook_bits,  # encoder already projects to bits: no LFQ projections
+                codebook_size=config.codebook_size,
+                entropy_loss_weight=config.entropy_loss_weight,
+                commitment_loss_weight=config.commitment_loss_weight,
+                channel_first=False,  # we hand it (B, N, bits)
+            )
+        self.decoder = Decoder(config)
+
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        tf, sf = self.config.temporal_factor, self.config.spatial_factor
+        expected = (
+            f"(B, 3, T, H, W) float in [-1, 1] with T = {tf}k+1 (1, {tf + 1}, {2 * tf + 1}, ...) "
+            f"and H, W multiples of {sf}"
+        )
+        if not isinstance(frames, torch.Tensor) or not frames.is_floating_point():
+            raise ValueError(f"frames must be a float tensor {expected}")
+        if frames.ndim != 5:
+            raise ValueError(f"frames must be 5-D {expected}; got shape {tuple(frames.shape)}")
+        _, c, t, h, w = frames.shape
+        if c != 3:
+            raise ValueError(
+                f"frames must have 3 channels: {expected}; got shape {tuple(frames.shape)}"
+            )
+        if t < 1 or (t - 1) % tf:
+            raise ValueError(f"frames must number T = {tf}k+1: {expected}; got T={t}")
+        if h < sf or w < sf or h % sf or w % sf:
+            raise ValueError(
+                f"frame height and width must each be a multiple of {sf}: {expected}; "
+                f"got H={h}, W={w}"
+            )
+
+    def _quantize(self, frames: torch.Tensor):
+        z = self.encoder(frames)  # (B, bits, t, h, w)
+        _, _, t, h, w = z.shape
+        quantized, indices, aux_loss = self.quantizer(rearrange(z, "b d t h w -> b (t h w) d"))
+        quantized = rearrange(quantized, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+        tokens = rearrange(indices, "b (t h w) -> b t h w", t=t, h=h, w=w).long()
+        return quantized, aux_loss, tokens
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, 3, T, H, W) float in [-1, 1] -> tokens (B, t, h, w) int64 in [0, 2**bits).
+
+        T = 4k+1 and H, W multiples of 8 with the default stages; see `config.latent_shape`.
+        """
+        self._check_frames(frames)
+        return self._quantize(frames)[2]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, t, h, w) int in [0, 2**bits) -> frames (B, 3, T, H, W) in [-1, 1].
+
+        T = (t - 1) * 4 + 1, H = 8h, W = 8w with the default stages.
+        """
+        size = self.config.codebook_size
+        if not isinstance(tokens, torch.Tensor) or tokens.ndim != 4 or tokens.is_floating_point():
+            shape = (
+                tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            )
+            raise ValueError(f"tokens must be an integer tensor (B, t, h, w); got {shape}")
+        if tokens.numel() == 0:
+            raise ValueError(
+                f"tokens (B, t, h, w) must not be empty; got shape {tuple(tokens.shape)}"
+            )
+        if tokens.min() < 0 or tokens.max() >= size:
+            raise ValueError(
+                f"tokens must lie in [0, {size}); "
+                f"got min {int(tokens.min())}, max {int(tokens.max())}"
+            )
+        _, t, h, w = tokens.shape
+        flat = rearrange(tokens, "b t h w -> b (t h w)")
+        codes = self.quantizer.indices_to_codes(flat)  # (B, t*h*w, bits), entries +-1
+        codes = rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
+        return self.decoder(codes).clamp(-1, 1)
+
+    def forward(self, frames: torch.Tensor) -> VideoTokenizerOutput:
+        """Reconstruct frames (B, 3, T, H, W) through the quantizer, for training."""
+        self._check_frames(frames)
+        quantized, aux_loss, tokens = self._quantize(frames)
+        return VideoTokenizerOutput(self.decoder(quantized), aux_loss, tokens)
+
+    @staticmethod
+    def frames_to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 frames (B, T, H, W, 3) or (T, H, W, 3) -> float32 (B, 3, T, H, W) in [-1, 1]."""
+        x = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        if x.ndim == 4:
+            x = x.unsqueeze(0)
+        if x.dtype != torch.uint8 or x.ndim != 5 or x.shape[-1] != 3:
+            raise ValueError(
+                "frames must be uint8 (B, T, H, W, 3) or (T, H, W, 3); "
+                f"got {x.dtype} {tuple(x.shape)}"
+            )
+        return rearrange(x.float() / 127.5 - 1.0, "b t h w c -> b c t h w")
+
+    @staticmethod
+    def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+        """float (B, 3, T, H, W) in [-1, 1] -> uint8 numpy (B, T, H, W, 3)."""
+        if x.ndim != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected a float tensor (B, 3, T, H, W); got shape {tuple(x.shape)}")
+        x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return rearrange(x, "b c t h w -> b t h w c").cpu().numpy()

@@ -1,0 +1,152 @@
+"""Invariants of the SoundStream-style audio tokenizer, on the tiny preset (random init, CPU)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from models.audio_tokenizer import (
+    PRESETS,
+    AudioTokenizer,
+    AudioTokenizerConfig,
+    flatten_codes,
+    unflatten_codes,
+)
+
+SAMPLES = 34_000  # 2.125 s at 16 kHz, the paper's clip: 106 whole hops of 320 plus 80 samples
+
+
+@pytest.fixture(scope="module")
+def model() -> AudioTokenizer:
+    torch.manual_seed(0)
+    return AudioTokenizer(AudioTokenizerConfig.from_name("tiny")).eval()
+
+
+def noise(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, samples, generator=g) * 2 - 1  # (B, N)
+
+
+def test_paper_clip_gives_106_frames_of_4_levels(model):
+    assert model.config.hop_length == 320 and model.config.frame_rate == 50
+    assert model.num_frames(SAMPLES) == 106
+    codes = model.encode(noise(2, SAMPLES))
+    assert codes.shape == (2, 4, 106) and codes.dtype == torch.int64
+    assert 0 <= codes.min() and codes.max() < 64
+    assert model.decode(codes).shape == (2, 106 * 320)
+
+
+def test_partial_last_hop_is_trimmed(model):
+    audio = noise(1, SAMPLES)
+    assert torch.equal(model.encode(audio), model.encode(audio[:, : 106 * 320]))
+
+
+def test_flatten_is_level_major_and_unflatten_inverts_it(model):
+    codes = model.encode(noise(2, SAMPLES))
+    flat = flatten_codes(codes)
+    assert flat.shape == (2, 4 * 106)
+    for level in range(4):
+        assert torch.equal(flat[:, level * 106 : (level + 1) * 106], codes[:, level])
+    assert torch.equal(unflatten_codes(flat, 4), codes)
+    assert torch.equal(
+        AudioTokenizer.unflatten_codes(AudioTokenizer.flatten_codes(codes), 4), codes
+    )
+
+
+def test_round_trip_is_deterministic_and_matches_forward(model):
+    audio = noise(1, 3200)
+    codes = model.encode(audio)
+    y = model.decode(codes)
+    assert torch.equal(model.encode(audio), codes) and torch.equal(model.decode(codes), y)
+    assert y.min() >= -1 and y.max() <= 1
+    out = model(audio)
+    assert torch.equal(out.codes, codes)
+    torch.testing.assert_close(out.reconstruction.clamp(-1, 1), y)
+    # codes -> audio -> codes runs and stays in range
+    random_codes = torch.randint(0, 64, (2, 4, 10), generator=torch.Generator().manual_seed(0))
+    again = model.encode(model.decode(random_codes))
+    assert again.shape == random_codes.shape and 0 <= again.min() and again.max() < 64
+
+
+def test_encode_in_train_mode_leaves_codebooks_alone():
+    torch.manual_seed(0)
+    model = AudioTokenizer(AudioTokenizerConfig.from_name("tiny")).train()
+    before = {k: v.clone() for k, v in model.quantizer.state_dict().items()}
+    model.encode(noise(1, 3200))
+    after = model.quantizer.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_training_steps_lower_reconstruction_loss():
+    torch.manual_seed(0)
+    model = AudioTokenizer(AudioTokenizerConfig.from_name("tiny")).train()
+    t = torch.arange(3200) / 16000
+    audio = (0.5 * torch.sin(2 * math.pi * 440 * t)).unsqueeze(0)  # (1, 3200): 0.2 s of A4
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        out = model(audio)
+        loss = F.mse_loss(out.reconstruction, audio)
+        losses.append(loss.item())
+        opt.zero_grad()
+        (loss + out.aux_loss).backward()
+        opt.step()
+    assert sum(losses[-3:]) / 3 < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        (torch.zeros(3200), r"\(B, N\)"),
+        (torch.zeros(1, 1, 3200), r"\(B, N\)"),
+        (torch.zeros(1, 3200, dtype=torch.long), "float"),
+        (torch.zeros(1, 319), "N >= 320"),
+    ],
+)
+def test_bad_audio_raises(model, audio, message):
+    with pytest.raises(ValueError, match=message):
+        model.encode(audio)
+
+
+@pytest.mark.parametrize(
+    "codes, message",
+    [
+        (torch.zeros(1, 3, 10, dtype=torch.long), "4 levels"),
+        (torch.zeros(4, 10, dtype=torch.long), r"\(B, 4, F\)"),
+        (torch.full((1, 4, 10), 64), r"\[0, 64\)"),
+        (torch.full((1, 4, 10), -1), r"\[0, 64\)"),
+        (torch.zeros(1, 4, 10), "integer"),
+    ],
+)
+def test_bad_codes_raise(model, codes, message):
+    with pytest.raises(ValueError, match=message):
+        model.decode(codes)
+
+
+def test_unflatten_rejects_ragged_length():
+    with pytest.raises(ValueError, match="divisible"):
+        unflatten_codes(torch.zeros(1, 10, dtype=torch.long), 4)
+
+
+def test_safetensors_round_trip(model, tmp_path):
+    path = tmp_path / "audio_tokenizer.safetensors"
+    save_file(model.state_dict(), path)
+    config = AudioTokenizerConfig.from_dict(model.config.to_dict())
+    with torch.device("meta"):
+        loaded = AudioTokenizer(config)
+    loaded.load_state_dict(load_file(path), assign=True)
+    loaded.eval()
+    audio = noise(1, 6400)
+    codes = model.encode(audio)
+    assert torch.equal(loaded.encode(audio), codes)
+    assert torch.equal(loaded.decode(codes), model.decode(codes))
+
+
+def test_presets():
+    assert set(PRESETS) == {"tiny", "demo", "paper"}
+    for name in PRESETS:
+        config = AudioTokenizerConfig.from_name(name)
+        assert config.hop_length == 320 and config.num_quantizers == 4
+    assert AudioTokenizerConfig.from_name("paper").codebook_size == 1024

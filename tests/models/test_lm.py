@@ -1,0 +1,78 @@
+import torch
+
+from models.generate import decode_one_token, prefill
+from models.lm import LMConfig, PrefixLM, prefix_mask
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64))
+    model.init_weights()
+    return model.eval()
+
+
+def _inputs(B=2, S=20, P=8, text=(2, 6)):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 50, (B, S))
+    text_states = torch.randn(B, text[1] - text[0], 384)
+    key_valid = torch.ones(B, S, dtype=torch.bool)
+    key_valid[B - 1, 4:6] = False  # the last row's text is shorter: padding masked out
+    return ids, text_states, key_valid, P, slice(*text)
+
+
+@torch.no_grad()
+def test_cached_decode_equals_full_forward():
+    model = _model()
+    ids, text, key_valid, P, text_slice = _inputs()
+    B, S = ids.shape
+    x = model.embed(ids, text, text_slice)
+    full = model.logits(model(x, torch.arange(S), prefix_mask(key_valid, P)))  # (B, S, V)
+
+    model.setup_caches(B, 64)
+    valid = torch.zeros(B, 64, dtype=torch.bool)
+    valid[:, :S] = key_valid
+    steps = [model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P))]
+    for pos in range(P, S - 1):
+        steps.append(model.logits(decode_one_token(model, ids[:, pos], pos, valid)))
+    cached = torch.stack(steps, dim=1)  # predictions for positions P .. S-1
+    torch.testing.assert_close(cached, full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4)
+
+
+def test_prefix_mask_is_bidirectional_in_prefix_and_causal_after():
+    key_valid = torch.ones(1, 6, dtype=torch.bool)
+    key_valid[0, 1] = False
+    mask = prefix_mask(key_valid, prefix_len=3)[0, 0]
+    assert mask[0, 2] and mask[2, 0]  # prefix positions see each other, both ways
+    assert not mask[0, 1] and not mask[4, 1]  # a padded key is seen by nobody
+    assert mask[4, 3] and mask[4, 4] and not mask[3, 4] and not mask[4, 5]  # causal after
+    assert mask.any(-1).all()  # no query is left with nothing to attend
+
+
+@torch.no_grad()
+def test_output_positions_never_see_later_ones_and_prefix_sees_whole_prefix():
+    model = _model()
+    ids, text, key_valid, P, text_slice = _inputs(B=1)
+    S = ids.shape[1]
+
+    def hidden(ids):
+        return model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P))
+
+    base = hidden(ids)
+    later = ids.clone()
+    later[0, 15] = (later[0, 15] + 1) % 50
+    changed = hidden(later)
+    torch.testing.assert_close(changed[:, :15], base[:, :15])  # nothing before 15 moves
+    assert not torch.allclose(changed[:, 15:], base[:, 15:])
+    in_prefix = ids.clone()
+    in_prefix[0, P - 1] = (in_prefix[0, P - 1] + 1) % 50
+    assert not torch.allclose(hidden(in_prefix)[:, 0], base[:, 0])  # position 0 sees P-1
+
+
+def test_setup_caches_refuses_sequences_longer_than_the_context():
+    model = _model()
+    try:
+        model.setup_caches(1, 65)
+    except ValueError as err:
+        assert "context of 64" in str(err)
+    else:
+        raise AssertionError("no error for a sequence past the context")

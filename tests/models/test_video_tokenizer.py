@@ -1,0 +1,146 @@
+"""Invariants of the causal video tokenizer, on the tiny preset (random init, CPU)."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from models.video_tokenizer import PRESETS, VideoTokenizer, VideoTokenizerConfig
+
+
+@pytest.fixture(scope="module")
+def model() -> VideoTokenizer:
+    torch.manual_seed(0)
+    return VideoTokenizer(VideoTokenizerConfig.from_name("tiny")).eval()
+
+
+def clip(frames: int, height: int = 32, width: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, frames, height, width, generator=g) * 2 - 1  # (B, 3, T, H, W)
+
+
+def test_image_tokens_equal_first_latent_frame_of_video(model):
+    video = clip(17)
+    image = video[:, :, :1]
+    assert torch.equal(model.encode(image)[:, 0], model.encode(video)[:, 0])
+    torch.testing.assert_close(model.encoder(image)[:, :, 0], model.encoder(video)[:, :, 0])
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3])
+def test_latent_frame_k_ignores_frames_after_4k(model, k):
+    video = clip(17)
+    changed = video.clone()
+    changed[:, :, 4 * k + 1 :] = clip(16 - 4 * k, seed=1)
+    z, z_changed = model.encoder(video), model.encoder(changed)  # (B, bits, 5, h, w)
+    torch.testing.assert_close(z[:, :, : k + 1], z_changed[:, :, : k + 1])
+    assert not torch.allclose(z[:, :, k + 1], z_changed[:, :, k + 1])  # the test can fail
+    assert torch.equal(model.encode(video)[:, : k + 1], model.encode(changed)[:, : k + 1])
+
+
+def test_decoder_is_causal(model):
+    tokens = model.encode(clip(17))
+    full = model.decode(tokens)  # (B, 3, 17, H, W)
+    torch.testing.assert_close(model.decode(tokens[:, :1]), full[:, :, :1])  # an image
+    torch.testing.assert_close(model.decode(tokens[:, :2]), full[:, :, :5])
+
+
+@pytest.mark.parametrize(
+    "frames, height, width, latent",
+    [(17, 128, 128, (5, 16, 16)), (17, 224, 128, (5, 28, 16)), (1, 128, 128, (1, 16, 16))],
+)
+def test_paper_shapes(model, frames, height, width, latent):
+    assert model.config.latent_shape(frames, height, width) == latent
+    tokens = model.encode(clip(frames, height, width))
+    assert tokens.shape == (1, *latent) and tokens.dtype == torch.int64
+    assert 0 <= tokens.min() and tokens.max() < 2**8
+    assert model.decode(tokens).shape == (1, 3, frames, height, width)
+
+
+def test_round_trip_is_deterministic_and_matches_forward(model):
+    x = clip(5)
+    tokens = model.encode(x)
+    y = model.decode(tokens)
+    assert torch.equal(model.encode(x), tokens) and torch.equal(model.decode(tokens), y)
+    assert y.min() >= -1 and y.max() <= 1
+    out = model(x)  # eval mode: LFQ returns the hard codes, as decode rebuilds them
+    assert torch.equal(out.tokens, tokens) and out.aux_loss.item() == 0
+    torch.testing.assert_close(out.reconstruction.clamp(-1, 1), y)
+    # tokens -> frames -> tokens runs and stays in range
+    random_tokens = torch.randint(0, 2**8, (2, 2, 4, 4), generator=torch.Generator().manual_seed(0))
+    again = model.encode(model.decode(random_tokens))
+    assert again.shape == random_tokens.shape and 0 <= again.min() and again.max() < 2**8
+
+
+def test_training_steps_lower_reconstruction_loss():
+    torch.manual_seed(0)
+    model = VideoTokenizer(VideoTokenizerConfig.from_name("tiny")).train()
+    x = clip(5, 16, 16)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        out = model(x)
+        loss = F.mse_loss(out.reconstruction, x)
+        losses.append(loss.item())
+        opt.zero_grad()
+        (loss + out.aux_loss).backward()
+        opt.step()
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((3, 17, 32, 32), "5-D"),
+        ((1, 1, 17, 32, 32), "3 channels"),
+        ((1, 3, 16, 32, 32), "4k+1"),
+        ((1, 3, 17, 36, 32), "multiple of 8"),
+    ],
+)
+def test_bad_frames_raise_with_expected_shape(model, shape, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as err:
+        model.encode(torch.zeros(shape))
+    assert "(B, 3, T, H, W)" in str(err.value)
+
+
+def test_bad_tokens_raise(model):
+    with pytest.raises(ValueError, match=r"\[0, 256\)"):
+        model.decode(torch.full((1, 1, 2, 2), 256))
+    with pytest.raises(ValueError, match=r"\(B, t, h, w\)"):
+        model.decode(torch.zeros(1, 2, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="integer"):
+        model.decode(torch.zeros(1, 1, 2, 2))
+
+
+def test_safetensors_round_trip(model, tmp_path):
+    path = tmp_path / "video_tokenizer.safetensors"
+    save_file(model.state_dict(), path)
+    config = VideoTokenizerConfig.from_dict(model.config.to_dict())
+    with torch.device("meta"):
+        loaded = VideoTokenizer(config)
+    loaded.load_state_dict(load_file(path), assign=True)
+    loaded.eval()
+    x = clip(5)
+    tokens = model.encode(x)
+    assert torch.equal(loaded.encode(x), tokens)
+    assert torch.equal(loaded.decode(tokens), model.decode(tokens))
+
+
+def test_frames_uint8_round_trip():
+    frames = np.random.default_rng(0).integers(
+        0, 256, (5, 16, 24, 3), dtype=np.uint8
+    )  # (T, H, W, 3)
+    x = VideoTokenizer.frames_to_tensor(frames)
+    assert x.shape == (1, 3, 5, 16, 24) and x.min() >= -1 and x.max() <= 1
+    np.testing.assert_array_equal(VideoTokenizer.tensor_to_frames(x)[0], frames)
+
+
+def test_presets():
+    assert set(PRESETS) == {"tiny", "demo", "paper"}
+    for name in PRESETS:
+        config = VideoTokenizerConfig.from_name(name)
+        assert config.spatial_factor == 8 and config.temporal_factor == 4
+        assert config.latent_shape(17, 128, 128) == (5, 16, 16)
+    assert VideoTokenizerConfig.from_name("paper").codebook_size == 2**18
