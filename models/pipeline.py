@@ -532,14 +532,20 @@ class Pipeline:
 
     def _encode_video(self, clips: list[np.ndarray], clock: _Clock) -> torch.Tensor:
         t0 = time.perf_counter()
-        x = VideoTokenizer.frames_to_tensor(np.stack(clips)).to(self.device)
-        tokens = self.video_tokenizer.encode(x)
+        # Row by row: a convolution over a batch may round differently from one over a single
+        # clip, and a request's output must not depend on what it was batched with.
+        tokens = torch.cat([
+            self.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(c).to(self.device))
+            for c in clips
+        ])
         clock.add("tokenize", time.perf_counter() - t0)
         return tokens
 
     def _encode_audio(self, clips: list[np.ndarray], clock: _Clock) -> torch.Tensor:
         t0 = time.perf_counter()
-        codes = self.audio_tokenizer.encode(torch.from_numpy(np.stack(clips)).to(self.device))
+        codes = torch.cat([
+            self.audio_tokenizer.encode(torch.from_numpy(c)[None].to(self.device)) for c in clips
+        ])  # row by row, as in _encode_video
         clock.add("tokenize", time.perf_counter() - t0)
         return codes
 
@@ -547,14 +553,16 @@ class Pipeline:
         """Flat visual codes (B, t*h*w) -> uint8 frames (B, T, H, W, 3)."""
         t0 = time.perf_counter()
         h, w = self.shapes.latent_hw
-        x = self.video_tokenizer.decode(tokens.reshape(-1, t, h, w))
-        frames = VideoTokenizer.tensor_to_frames(x)
+        grids = tokens.reshape(-1, 1, t, h, w)
+        frames = np.concatenate([
+            VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(g)) for g in grids
+        ])  # row by row, as in _encode_video
         clock.add("detokenize", time.perf_counter() - t0)
         return frames
 
     def _decode_audio(self, codes: torch.Tensor, clock: _Clock) -> np.ndarray:
         t0 = time.perf_counter()
-        audio = self.audio_tokenizer.decode(codes).float().cpu().numpy()
+        audio = torch.cat([self.audio_tokenizer.decode(c[None]) for c in codes]).float().cpu().numpy()
         clock.add("detokenize", time.perf_counter() - t0)
         return np.clip(audio, -1, 1)
 
