@@ -101,9 +101,8 @@ def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_le
 def decode_one_token(model: PrefixLM, token: torch.Tensor, pos: int, key_valid: torch.Tensor) -> torch.Tensor:
     """Feed token (B,) at position `pos`; hidden state (B, C) that predicts position pos + 1."""
     x = model.embed(token[:, None], None, None)
-    keys = torch.arange(key_valid.shape[1], device=token.device)
-    mask = (key_valid & (keys <= pos))[:, None, None, :]
-    return model(x, torch.tensor([pos], device=token.device), mask)[:, -1]
+    mask = key_valid[:, None, None, : pos + 1]  # keys 0..pos: everything so far
+    return model(x, torch.tensor([pos], device=token.device), mask, kv_len=pos + 1)[:, -1]
 
 
 @torch.no_grad()

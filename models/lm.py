@@ -73,12 +73,10 @@ def rope_tables(seq_len: int, head_dim: int, base: float) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
-def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """x (B, nh, T, hs), rope (T, 2, hs) -> x rotated by each position's angles."""
-    cos, sin = rope[:, 0], rope[:, 1]  # (T, hs) each, broadcast over B and nh
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., T, hs) rotated by each position's angles; cos, sin (T, hs)."""
     x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos.to(x.dtype) + rotated * sin.to(x.dtype))
+    return torch.addcmul(x * cos, torch.cat([-x2, x1], dim=-1), sin)
 
 
 class KVCache(nn.Module):
@@ -108,13 +106,15 @@ class Attention(nn.Module):
         self.wo = nn.Linear(c.dim, c.dim, bias=False)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, rope, mask, input_pos):
+    def forward(self, x, rope, mask, input_pos, kv_len):
         B, T, C = x.shape
-        qkv = self.wqkv(x).view(B, T, 3, self.n_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        qkv = self.wqkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rope(qkv[:2], *rope).unbind(0)  # q and k rotated together: (B, nh, T, hs)
+        v = qkv[2]
         if self.kv_cache is not None:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, nh, S_max, hs)
+            if kv_len is not None:  # keys past kv_len are all masked: skip them
+                k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, C))
 
@@ -138,8 +138,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(c.dim, c.norm_eps)
         self.ffn = FeedForward(c)
 
-    def forward(self, x, rope, mask, input_pos):
-        x = x + self.attn(self.attn_norm(x), rope, mask, input_pos)
+    def forward(self, x, rope, mask, input_pos, kv_len):
+        x = x + self.attn(self.attn_norm(x), rope, mask, input_pos, kv_len)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -204,15 +204,17 @@ class PrefixLM(nn.Module):
             x[:, text_slice] = self.text_proj(text.to(x.dtype))
         return x
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor,
+                kv_len: int | None = None) -> torch.Tensor:
         """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
 
-        mask (B, 1, T, K) bool: True where a query may attend a key; K is T without a cache
-        and the cache length with one.
+        mask (B, 1, T, K) bool: True where a query may attend a key. K is T without a cache;
+        with one, K is the cache length, or `kv_len` when given (attention then reads only the
+        first kv_len cached positions: eager decoding skips the empty rest of the cache).
         """
-        rope = self.rope[input_pos]
+        cos, sin = self.rope[input_pos].to(x.dtype).unbind(1)  # (T, hs) each
         for block in self.layers:
-            x = block(x, rope, mask, input_pos)
+            x = block(x, (cos, sin), mask, input_pos, kv_len)
         return self.norm(x)
 
     def logits(self, h: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
