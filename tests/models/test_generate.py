@@ -12,8 +12,10 @@ def test_each_position_samples_only_its_own_kind_of_code(tiny):
     shapes = layout.shapes
     B = 3
     batch = assemble(
-        layout, vocab,
-        text=torch.zeros(B, 64, 384), text_mask=torch.zeros(B, 64, dtype=torch.bool),
+        layout,
+        vocab,
+        text=torch.zeros(B, 64, 384),
+        text_mask=torch.zeros(B, 64, dtype=torch.bool),
         visual_in=torch.randint(0, vocab.visual_codes, (B, shapes.visual_in)),
         audio_in=torch.randint(0, vocab.audio_codes, (B, *shapes.audio_in)),
     )
@@ -40,8 +42,14 @@ def test_known_tokens_are_kept_and_only_masked_cells_are_sampled(tiny):
     source = torch.randint(0, vocab.visual_codes, (1, n))
     known = source.clone()
     known[0, 5:20] = -1
-    batch = assemble(layout, vocab, text=torch.zeros(1, 64, 384), text_mask=torch.zeros(1, 64, dtype=torch.bool),
-                     visual_in=known, visual_out_known=known)
+    batch = assemble(
+        layout,
+        vocab,
+        text=torch.zeros(1, 64, 384),
+        text_mask=torch.zeros(1, 64, dtype=torch.bool),
+        visual_in=known,
+        visual_out_known=known,
+    )
     params = SamplingParams.for_rows([0], [1.0], [None], [None], [1.0])
     out = split_output(layout, vocab, generate_tokens(tiny.lm, vocab, batch, params))["visual_out"]
     keep = known[0] >= 0
@@ -51,17 +59,27 @@ def test_known_tokens_are_kept_and_only_masked_cells_are_sampled(tiny):
 
 def test_top_k_and_top_p_keep_the_right_tokens():
     logits = torch.tensor([[4.0, 3.0, 2.0, 1.0], [4.0, 3.0, 2.0, 1.0]])
-    kept = filter_logits(logits, top_k=torch.tensor([2, 0]), top_p=torch.tensor([1.0, 1.0])) > -torch.inf
+    kept = (
+        filter_logits(logits, top_k=torch.tensor([2, 0]), top_p=torch.tensor([1.0, 1.0]))
+        > -torch.inf
+    )
     assert kept.tolist() == [[True, True, False, False], [True, True, True, True]]
     # probabilities ~ .64 .24 .09 .03: top_p .7 keeps the first two, .5 the first only
-    kept = filter_logits(logits, top_k=torch.tensor([0, 0]), top_p=torch.tensor([0.7, 0.5])) > -torch.inf
+    kept = (
+        filter_logits(logits, top_k=torch.tensor([0, 0]), top_p=torch.tensor([0.7, 0.5]))
+        > -torch.inf
+    )
     assert kept.tolist() == [[True, True, False, False], [True, False, False, False]]
 
 
 def test_zero_temperature_is_greedy(tiny):
     layout = tiny.layouts[Task.text_to_image]
-    batch = assemble(layout, tiny.vocab, text=torch.zeros(2, 64, 384),
-                     text_mask=torch.zeros(2, 64, dtype=torch.bool))
+    batch = assemble(
+        layout,
+        tiny.vocab,
+        text=torch.zeros(2, 64, 384),
+        text_mask=torch.zeros(2, 64, dtype=torch.bool),
+    )
     params = SamplingParams.for_rows([1, 2], [0.0, 0.0], [None] * 2, [None] * 2, [1.0] * 2)
     out = generate_tokens(tiny.lm, tiny.vocab, batch, params)
     assert torch.equal(out[0], out[1])  # different seeds, same argmax path

@@ -118,22 +118,30 @@ def test_cancel_check_stops_sampling_between_steps(tiny):
 
 def test_progress_rises_to_one(tiny):
     seen = []
-    tiny.generate(TaskSpec(task=Task.text_to_image, prompt="x", seed=1),
-                  progress=lambda f, stage: seen.append(f))
+    tiny.generate(
+        TaskSpec(task=Task.text_to_image, prompt="x", seed=1),
+        progress=lambda f, stage: seen.append(f),
+    )
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 3
 
 
 def test_long_video_reaches_the_requested_seconds(tiny, clip):
-    result = tiny.generate(TaskSpec(task=Task.text_to_video, prompt="x", seconds=4, seed=1, with_audio=True))
+    result = tiny.generate(
+        TaskSpec(task=Task.text_to_video, prompt="x", seconds=4, seed=1, with_audio=True)
+    )
     assert result.frames.shape[0] == 32
     assert result.audio.shape == (4 * SR,)
-    extended = tiny.generate(TaskSpec(task=Task.continuation, seconds=3, seed=1),
-                             GenerationInputs(video=clip, video_fps=8.0))
+    extended = tiny.generate(
+        TaskSpec(task=Task.continuation, seconds=3, seed=1),
+        GenerationInputs(video=clip, video_fps=8.0),
+    )
     assert extended.frames.shape[0] == 20 + 24
 
 
 def test_continuation_keeps_the_input_frames(tiny, clip):
-    result = tiny.generate(TaskSpec(task=Task.continuation, seed=1), GenerationInputs(video=clip, video_fps=8.0))
+    result = tiny.generate(
+        TaskSpec(task=Task.continuation, seed=1), GenerationInputs(video=clip, video_fps=8.0)
+    )
     # the input is resized to the model's 32x32; its frames lead the output unchanged
     from models.conditioning import resize_frames
 
@@ -142,7 +150,9 @@ def test_continuation_keeps_the_input_frames(tiny, clip):
 
 def test_inputs_are_resampled_to_the_model_frame_rate(tiny, clip):
     # 20 frames at 16 fps are 1.25 s: 10 frames at the model's 8 fps, then one step of 8
-    result = tiny.generate(TaskSpec(task=Task.continuation, seed=1), GenerationInputs(video=clip, video_fps=16.0))
+    result = tiny.generate(
+        TaskSpec(task=Task.continuation, seed=1), GenerationInputs(video=clip, video_fps=16.0)
+    )
     assert result.frames.shape[0] == 18
 
 
@@ -152,12 +162,24 @@ def test_inputs_are_resampled_to_the_model_frame_rate(tiny, clip):
         (dict(task="text_to_video"), {}, "needs prompt"),
         (dict(task="stylize", prompt="x"), {}, "missing video"),
         (dict(task="image_to_video"), {"video": np.zeros((5, 8, 8, 3), np.uint8)}, "missing image"),
-        (dict(task="text_to_video", prompt="x"), {"audio": np.zeros(100, np.float32)}, "does not use audio"),
+        (
+            dict(task="text_to_video", prompt="x"),
+            {"audio": np.zeros(100, np.float32)},
+            "does not use audio",
+        ),
         (dict(task="image_to_video"), {"image": np.zeros((8, 8), np.uint8)}, "(H, W, 3)"),
         (dict(task="continuation"), {"video": np.zeros((5, 8, 8, 3), np.float32)}, "uint8"),
-        (dict(task="stylize", prompt="x", seconds=9), {"video": np.zeros((5, 8, 8, 3), np.uint8)}, "too long"),
+        (
+            dict(task="stylize", prompt="x", seconds=9),
+            {"video": np.zeros((5, 8, 8, 3), np.uint8)},
+            "too long",
+        ),
         (dict(task="text_to_image", prompt="x", with_audio=True), {}, "still image"),
-        (dict(task="inpaint", mask_box=(50, 50, 60, 60)), {"video": np.zeros((5, 8, 8, 3), np.uint8)}, "outside"),
+        (
+            dict(task="inpaint", mask_box=(50, 50, 60, 60)),
+            {"video": np.zeros((5, 8, 8, 3), np.uint8)},
+            "outside",
+        ),
     ],
 )
 def test_bad_inputs_raise_a_value_error_that_says_what_is_expected(tiny, spec, inputs, message):
@@ -178,7 +200,10 @@ def test_spec_rejects_bad_fields_with_what_is_accepted():
 def test_checkpoint_round_trip_gives_identical_outputs(tiny, tmp_path, clip):
     folder = tiny.save(tmp_path / "tiny-copy")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "audio_tokenizer.safetensors", "config.json", "lm.safetensors", "video_tokenizer.safetensors",
+        "audio_tokenizer.safetensors",
+        "config.json",
+        "lm.safetensors",
+        "video_tokenizer.safetensors",
     ]
     loaded = load_pipeline(str(folder))
     for name in ("video_tokenizer", "audio_tokenizer", "lm"):
@@ -208,7 +233,10 @@ def test_describe_reports_the_paper_shapes_for_videopoet_1b():
     assert info["vocabulary"]["visual"] == 262_144
     assert info["vocabulary"]["audio"] == 4_096
     assert info["tokens"] == {
-        "video_17x128x128": 1280, "image_128x128": 256, "video_17x224x128": 2240, "audio_2.125s": 424,
+        "video_17x128x128": 1280,
+        "image_128x128": 256,
+        "video_17x224x128": 2240,
+        "audio_2.125s": 424,
     }
     assert 0.9e9 < info["parameters"]["lm"] < 1.1e9
     assert 7.5e9 < describe("videopoet-8b")["parameters"]["lm"] < 8.5e9

@@ -11,7 +11,9 @@ def test_matches_the_reference_bert_on_the_shipped_weights():
     folder = str(minilm_dir())
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     reference = AutoModel.from_pretrained(folder, local_files_only=True).eval()
-    batch = tokenizer(prompts, padding="max_length", max_length=MAX_TEXT_TOKENS, return_tensors="pt")
+    batch = tokenizer(
+        prompts, padding="max_length", max_length=MAX_TEXT_TOKENS, return_tensors="pt"
+    )
     with torch.no_grad():
         expected = reference(**batch).last_hidden_state
     assert torch.equal(mask, batch["attention_mask"].bool())
@@ -30,6 +32,10 @@ def test_per_token_states_with_mask_padding_zeroed_and_empty_prompt_unconditiona
 
 def test_similar_prompts_are_closer_than_unrelated_ones():
     # a real pretrained encoder, so a new phrasing lands near the trained one
-    states, mask = load_text_encoder()(["a red circle moving left", "a crimson disc going leftwards", "a loud drum solo"])
-    pooled = torch.nn.functional.normalize((states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    states, mask = load_text_encoder()(
+        ["a red circle moving left", "a crimson disc going leftwards", "a loud drum solo"]
+    )
+    pooled = torch.nn.functional.normalize(
+        (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1
+    )
     assert pooled[0] @ pooled[1] > pooled[0] @ pooled[2]

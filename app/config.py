@@ -1,0 +1,91 @@
+"""Settings of the service, read from the environment (`VIDEOPOET_*`) by the API, the workers
+and the CLI alike. Torch-free: the API process imports this."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.card import resolve_checkpoint
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def default_model() -> str:
+    """The shipped demo checkpoint when it exists, else the random-init `tiny` preset."""
+    return "demo" if resolve_checkpoint("demo") is not None else "tiny"
+
+
+class Settings(BaseSettings):
+    """Every `VIDEOPOET_*` setting. The README's table lists the same names."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDEOPOET_", extra="ignore")
+
+    # Served model: a preset name (tiny, demo, videopoet-1b, videopoet-8b) or a checkpoint folder.
+    model: str = Field(default_factory=default_model)
+    # Torch device for workers: "auto" picks cuda when available, else cpu.
+    device: str = "auto"
+    # External Redis. Unset: `videopoet serve` starts an embedded redis-server and points its
+    # children here; `videopoet api` / `worker` alone fall back to DEFAULT_REDIS_URL.
+    redis_url: str | None = None
+    # Root of everything written on disk: embedded Redis data, artifacts, metrics files.
+    data_dir: Path = Path("data")
+    # Inputs and outputs of each video, one folder per id. Every worker must reach it.
+    artifact_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Uploads larger than this are refused with 413.
+    max_upload_bytes: int = 100 * 1024 * 1024
+    # Input videos and audio longer than this are refused (422).
+    max_input_seconds: float = 120.0
+    # A job running longer than this fails with a timeout error; the worker goes on.
+    job_timeout_seconds: int = 1800
+    # Outputs (and the record) are deleted this long after a video finishes.
+    retention_seconds: int = 24 * 3600
+    # How often the API sweeps expired videos.
+    cleanup_interval_seconds: float = 60.0
+    # Limit for each ffmpeg run (probe, decode, encode).
+    ffmpeg_timeout_seconds: float = 120.0
+    # ffmpeg binary; unset: the one imageio-ffmpeg ships (read by workers/media.py).
+    ffmpeg: str | None = None
+    # Worker metrics: worker i of `serve` listens on this port + i; 0 turns it off.
+    worker_metrics_port: int = 9101
+    # Address worker metrics listen on (0.0.0.0 to let another machine's Prometheus scrape).
+    worker_metrics_host: str = "127.0.0.1"
+    # How often a running job's worker heartbeats.
+    heartbeat_seconds: int = 2
+    # A job whose worker has been silent this long is taken as abandoned and re-run.
+    worker_lost_seconds: int = 15
+    # How often idle workers look for abandoned jobs (and workers that died).
+    maintenance_interval_seconds: int = 10
+    # Re-runs of a job whose worker died (SIGKILL, OOM, lost machine) before giving up.
+    max_retries: int = 2
+    # "module:function" returning a pipeline (tests, custom stacks); unset: models.load_pipeline.
+    pipeline_factory: str | None = None
+    # `openai-poll-after-ms` header on retrieve: how long clients should wait between polls.
+    poll_after_ms: int = 1000
+    log_level: str = "INFO"
+    # `videopoet serve`: how long children get to stop (a worker finishes its job) before SIGKILL.
+    shutdown_grace_seconds: float = 60.0
+
+    @property
+    def artifacts(self) -> Path:
+        return self.artifact_dir if self.artifact_dir is not None else self.data_dir / "artifacts"
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def multiprocess_metrics_dir() -> str | None:
+    """The folder prometheus_client shares across processes, when set."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None

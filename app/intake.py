@@ -1,0 +1,485 @@
+"""From a request to a queued job: read the body (JSON or multipart), store and probe the
+inputs, build the task spec, check it against the model card, write the record, enqueue.
+
+Every check happens here, before anything is queued, so a bad request gets a 4xx that says
+what was wrong instead of a failed job later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import mimetypes
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from app.config import Settings
+from app.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from app.queue import JobQueue
+from app.schemas import Reference, VideoCreate, describe_validation_error
+from app.store import Store, VideoRecord, VideoStatus, format_seconds, new_video_id
+from models.card import ModelCard
+from models.spec import (
+    AUDIO_TASKS,
+    IMAGE_TASKS,
+    TASK_INPUTS,
+    Input,
+    Task,
+    TaskSpec,
+    TaskSpecError,
+    output_frames,
+)
+from workers.media import STILL_VIDEO_SECONDS, MediaError, MediaInfo, probe
+
+logger = logging.getLogger(__name__)
+
+# Fields that may carry a file (upload) or a reference ({"id": ...} / data URL).
+FILE_FIELDS = ("input_reference", "image", "video", "audio")
+# File name extensions accepted per kind of input.
+EXTENSIONS = {
+    "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp"),
+    "video": (".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi", ".gif"),
+    "audio": (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac"),
+}
+ALL_EXTENSIONS = tuple(ext for exts in EXTENSIONS.values() for ext in exts)
+# Multipart overhead allowed above max_upload_bytes before the body is refused unread.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+INPUT_NAMES = {"image": Input.image, "video": Input.video, "audio": Input.audio}
+
+
+@dataclass
+class StoredInput:
+    """An input file saved in the new video's folder, with what ffmpeg found in it."""
+
+    kind: str  # "image", "video" or "audio": the slot it fills
+    name: str  # file name in the video folder
+    info: MediaInfo
+
+
+@dataclass
+class CreateRequest:
+    fields: VideoCreate
+    uploads: dict[str, UploadFile] = field(default_factory=dict)
+
+
+def _nest(data: dict[str, Any], key: str, value: Any) -> None:
+    """Put a form field into `data`: "a[]" appends to a list, "a[b]" nests a dict."""
+    if key.endswith("[]"):
+        data.setdefault(key[:-2], []).append(value)
+    elif "[" in key and key.endswith("]"):
+        outer, inner = key[:-1].split("[", 1)
+        data.setdefault(outer, {})[inner] = value
+    else:
+        data[key] = value
+
+
+def _check_declared_size(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + FORM_OVERHEAD_BYTES:
+        raise PayloadTooLarge(
+            f"the request is {int(length)} bytes; uploads may be at most {limit} bytes "
+            "(VIDEOPOET_MAX_UPLOAD_BYTES)"
+        )
+
+
+async def read_create_request(request: Request, settings: Settings) -> CreateRequest:
+    """Parse a create body (JSON, multipart or urlencoded) into fields and uploads."""
+    _check_declared_size(request, settings.max_upload_bytes)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    data: dict[str, Any] = {}
+    uploads: dict[str, UploadFile] = {}
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form(max_files=len(FILE_FIELDS), max_fields=100)
+        for key, value in form.multi_items():
+            if isinstance(value, str):
+                _nest(data, key, value)
+            elif key in FILE_FIELDS:
+                if key in uploads:
+                    raise InvalidRequest(f"{key}: give one file", param=key)
+                uploads[key] = value
+            else:
+                raise InvalidRequest(
+                    f"{key}: files are accepted only in {', '.join(FILE_FIELDS)}", param=key
+                )
+    elif content_type in ("application/json", ""):
+        body = await request.body()
+        if body.strip():
+            try:
+                data = await request.json()
+            except ValueError as exc:
+                raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise InvalidRequest("the body must be a JSON object")
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send application/json or "
+            "multipart/form-data",
+            code="unsupported_content_type",
+        )
+    for name, upload in uploads.items():
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"{name} is {upload.size} bytes; uploads may be at most "
+                f"{settings.max_upload_bytes} bytes (VIDEOPOET_MAX_UPLOAD_BYTES)",
+                param=name,
+            )
+        data.pop(name, None)
+    try:
+        fields = VideoCreate.model_validate(data)
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc)
+        raise InvalidRequest(message, param=param) from exc
+    return CreateRequest(fields=fields, uploads=uploads)
+
+
+def parse_seconds(value: str | float | None) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InvalidRequest(
+            f'seconds must be a number of seconds such as "2" or "2.125"; got {value!r}',
+            param="seconds",
+        ) from None
+    if not seconds > 0 or seconds != seconds:
+        raise InvalidRequest(f"seconds must be greater than 0; got {value!r}", param="seconds")
+    return seconds
+
+
+def check_size(value: str | None, card: ModelCard) -> None:
+    if value is None:
+        return
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InvalidRequest(
+            f"size must be WIDTHxHEIGHT such as {card.size!r}; got {value!r}", param="size"
+        )
+    if (int(parts[0]), int(parts[1])) != (card.width, card.height):
+        raise InvalidRequest(
+            f"size {value} is not available: model {card.name} makes {card.size} "
+            f"(accepted size: {card.size})",
+            param="size",
+            code="unsupported_size",
+        )
+
+
+def _check_file_type(name: str, upload: UploadFile) -> str:
+    """The extension to store the upload under; 415 for types we do not read."""
+    filename = upload.filename or ""
+    ext = Path(filename).suffix.lower()
+    content_type = (upload.content_type or "").split(";")[0].strip().lower()
+    if not ext and content_type:
+        ext = mimetypes.guess_extension(content_type) or ""
+    major = content_type.split("/")[0]
+    declared_media = major in ("image", "video", "audio")
+    generic = content_type in ("", "application/octet-stream")
+    if (ext and ext not in ALL_EXTENSIONS) or not (declared_media or generic):
+        accepted = "; ".join(f"{k}: {' '.join(v)}" for k, v in EXTENSIONS.items())
+        raise UnsupportedMediaType(
+            f"{name}: unsupported file type ({filename or 'unnamed'}, "
+            f"{content_type or 'no content type'}); accepted: {accepted}",
+            param=name,
+        )
+    return ext if ext in ALL_EXTENSIONS else ".bin"
+
+
+class Intake:
+    """Turns create requests into records and jobs for one served model."""
+
+    def __init__(self, settings: Settings, store: Store, queue: JobQueue, card: ModelCard):
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.card = card
+
+    # --- inputs ------------------------------------------------------------------------
+    def _probe(self, name: str, path: Path) -> MediaInfo:
+        try:
+            info = probe(path, timeout=self.settings.ffmpeg_timeout_seconds)
+        except MediaError as exc:
+            raise InvalidRequest(f"{name}: {exc}", param=name, code="invalid_file") from exc
+        if (
+            info.kind in ("video", "audio")
+            and info.duration is not None
+            and info.duration > self.settings.max_input_seconds
+        ):
+            raise InvalidRequest(
+                f"{name}: {info.duration:g} s is too long; inputs may be at most "
+                f"{self.settings.max_input_seconds:g} s (VIDEOPOET_MAX_INPUT_SECONDS)",
+                param=name,
+            )
+        return info
+
+    def _save_upload(self, name: str, upload: UploadFile, folder: Path) -> Path:
+        ext = _check_file_type(name, upload)
+        path = folder / f"input_{name}{ext}"
+        upload.file.seek(0)
+        written = 0
+        with path.open("wb") as out:
+            while chunk := upload.file.read(1024 * 1024):
+                written += len(chunk)
+                if written > self.settings.max_upload_bytes:
+                    raise PayloadTooLarge(
+                        f"{name} is larger than {self.settings.max_upload_bytes} bytes "
+                        "(VIDEOPOET_MAX_UPLOAD_BYTES)",
+                        param=name,
+                    )
+                out.write(chunk)
+        return path
+
+    def _save_reference(self, name: str, ref: Reference, folder: Path) -> Path:
+        if ref.id is not None:
+            source = self.store.get(ref.id)
+            if source is None:
+                raise NotFound(f"{name}: no video with id {ref.id!r}", param=name)
+            if source.status is not VideoStatus.completed:
+                raise Conflict(
+                    f"{name}: video {ref.id} is {source.status.value}; only a completed video "
+                    "can be used as an input",
+                    param=name,
+                )
+            variant = "image" if name == "image" and "image" in source.outputs else "video"
+            src = self.store.path(ref.id, source.outputs[variant])
+            path = folder / f"input_{name}{src.suffix}"
+            try:
+                os.link(src, path)
+            except OSError:
+                shutil.copyfile(src, path)
+            return path
+        url = ref.image_url or ref.url
+        if url is not None:
+            if not url.startswith("data:") or ";base64," not in url:
+                raise InvalidRequest(
+                    f"{name}: only base64 data URLs (data:image/png;base64,...) are read; "
+                    "upload the file instead",
+                    param=name,
+                )
+            header, payload = url[5:].split(";base64,", 1)
+            try:
+                raw = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidRequest(
+                    f"{name}: the data URL is not valid base64", param=name
+                ) from exc
+            if len(raw) > self.settings.max_upload_bytes:
+                raise PayloadTooLarge(
+                    f"{name} is {len(raw)} bytes; at most {self.settings.max_upload_bytes}",
+                    param=name,
+                )
+            ext = mimetypes.guess_extension(header.strip().lower()) or ".bin"
+            path = folder / f"input_{name}{ext}"
+            path.write_bytes(raw)
+            return path
+        raise InvalidRequest(
+            f'{name}: give a file upload, {{"id": "video_..."}} of a completed video, or '
+            '{"image_url": "data:...;base64,..."} (file ids are not supported)',
+            param=name,
+        )
+
+    def _gather_inputs(self, request: CreateRequest, folder: Path) -> dict[str, StoredInput]:
+        """Save and probe every input; return them by the slot they fill."""
+        stored: dict[str, StoredInput] = {}
+        for name in FILE_FIELDS:
+            upload = request.uploads.get(name)
+            ref = getattr(request.fields, name)
+            if upload is None and ref is None:
+                continue
+            path = (
+                self._save_upload(name, upload, folder)
+                if upload is not None
+                else self._save_reference(name, ref, folder)
+            )
+            info = self._probe(name, path)
+            kind = self._slot(name, info)
+            if kind in stored:
+                raise InvalidRequest(
+                    f"{name}: a {kind} input was already given; give one {kind}", param=name
+                )
+            stored[kind] = StoredInput(kind=kind, name=path.name, info=info)
+        return stored
+
+    @staticmethod
+    def _slot(name: str, info: MediaInfo) -> str:
+        """Which input a file fills: input_reference follows its content, the others their name."""
+        kind = info.kind
+        if name == "input_reference":
+            assert kind is not None
+            return kind
+        if name == "audio" and info.has_audio:
+            return "audio"
+        if name == "video" and kind == "video":
+            return "video"
+        if name == "image" and kind in ("image", "video"):
+            return "image"  # a video's first frame serves as an image
+        raise InvalidRequest(
+            f"{name}: expected {'an' if name in ('image', 'audio') else 'a'} {name} file; "
+            f"got {kind or 'no media'} ({info.format})",
+            param=name,
+            code="invalid_file",
+        )
+
+    # --- the spec ----------------------------------------------------------------------
+    @staticmethod
+    def _resolve_task(
+        fields: VideoCreate,
+        inputs: dict[str, StoredInput],
+        default: Task | None,
+        allowed: frozenset[Task] | None,
+    ) -> Task:
+        task = fields.task or default
+        if task is None:
+            if "video" in inputs:
+                choices = sorted(
+                    t.value for t, (req, _) in TASK_INPUTS.items() if Input.video in req
+                )
+                raise InvalidRequest(
+                    f"task is required with a video input: one of {', '.join(choices)}",
+                    param="task",
+                )
+            if "image" in inputs:
+                task = Task.image_to_video
+            elif "audio" in inputs:
+                task = Task.audio_to_video
+            else:
+                task = Task.text_to_video
+        if allowed is not None and task not in allowed:
+            raise InvalidRequest(
+                f"task {task.value} is not available here; accepted: "
+                f"{', '.join(sorted(t.value for t in allowed))}",
+                param="task",
+            )
+        return task
+
+    def _build_spec(
+        self, fields: VideoCreate, task: Task, inputs: dict[str, StoredInput]
+    ) -> tuple[TaskSpec, int]:
+        seconds = parse_seconds(fields.seconds)
+        values: dict[str, Any] = {
+            "task": task,
+            "prompt": fields.prompt,
+            "seconds": seconds,
+            "seed": fields.seed if fields.seed is not None else secrets.randbelow(2**32),
+            "with_audio": bool(fields.with_audio),
+            "mask_box": fields.mask_box,
+        }
+        for name in ("guidance_scale", "temperature", "top_k", "top_p"):
+            if getattr(fields, name) is not None:
+                values[name] = getattr(fields, name)
+        for kind, stored in inputs.items():
+            values[kind] = stored.name
+        try:
+            spec = TaskSpec.model_validate(values)
+            spec.check_inputs({INPUT_NAMES[k] for k in inputs})
+            frames = output_frames(spec, self.card)
+        except ValidationError as exc:
+            message, param = describe_validation_error(exc)
+            raise InvalidRequest(message, param=param) from exc
+        except TaskSpecError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        if spec.with_audio and task in IMAGE_TASKS:
+            raise InvalidRequest(
+                f"with_audio is for video tasks; {task.value} makes a still image",
+                param="with_audio",
+            )
+        if spec.mask_box is not None and "video" in inputs:
+            info = inputs["video"].info
+            x0, y0, x1, y1 = spec.mask_box
+            if info.width and info.height and (x1 > info.width or y1 > info.height):
+                raise InvalidRequest(
+                    f"mask_box {x0},{y0},{x1},{y1} reaches outside the input video "
+                    f"({info.width}x{info.height}): x1 <= {info.width}, y1 <= {info.height}",
+                    param="mask_box",
+                )
+        return spec, frames
+
+    def _output_seconds(self, spec: TaskSpec, frames: int, inputs: dict[str, StoredInput]) -> str:
+        if spec.task in IMAGE_TASKS:
+            return format_seconds(STILL_VIDEO_SECONDS)
+        if spec.task in AUDIO_TASKS and "video" in inputs and inputs["video"].info.duration:
+            return format_seconds(inputs["video"].info.duration)
+        return format_seconds(frames / self.card.fps)
+
+    # --- create ------------------------------------------------------------------------
+    def create(
+        self,
+        request: CreateRequest,
+        *,
+        default_task: Task | None = None,
+        allowed_tasks: frozenset[Task] | None = None,
+        remixed_from: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> VideoRecord:
+        """Validate, store the inputs, write the record and enqueue its job."""
+        fields = request.fields
+        if idempotency_key and (earlier := self.store.find_idempotent(idempotency_key)):
+            return earlier
+        if fields.model is not None and fields.model != self.card.name:
+            raise InvalidRequest(
+                f"model {fields.model!r} is not served here; this server runs {self.card.name!r}",
+                param="model",
+                code="model_not_found",
+            )
+        check_size(fields.size, self.card)
+        parse_seconds(fields.seconds)  # a malformed value fails before any upload is read
+
+        video_id = new_video_id()
+        folder = self.store.video_dir(video_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            inputs = self._gather_inputs(request, folder)
+            task = self._resolve_task(fields, inputs, default_task, allowed_tasks)
+            video = inputs.get("video")
+            if (
+                Input.audio in TASK_INPUTS[task][0]
+                and "audio" not in inputs
+                and video is not None
+                and video.info.has_audio
+            ):
+                # av_continuation of an mp4 with sound: its own track is the audio input.
+                inputs["audio"] = StoredInput(kind="audio", name=video.name, info=video.info)
+            spec, frames = self._build_spec(fields, task, inputs)
+            record = VideoRecord(
+                id=video_id,
+                model=self.card.name,
+                created_at=int(time.time()),
+                seconds=self._output_seconds(spec, frames, inputs),
+                size=self.card.size,
+                prompt=spec.prompt,
+                task=spec.task,
+                spec=spec,
+                remixed_from_video_id=remixed_from,
+                inputs={kind: stored.name for kind, stored in inputs.items()},
+            )
+            self.store.create(record, idempotency_key=idempotency_key)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        try:
+            self.queue.enqueue(
+                video_id,
+                timeout=self.settings.job_timeout_seconds,
+                retries=self.settings.max_retries,
+                keep_seconds=self.settings.retention_seconds,
+            )
+        except BaseException:
+            self.store.delete(video_id)
+            raise
+        logger.info("queued %s (%s) on %s", video_id, spec.task.value, self.queue.name)
+        return record

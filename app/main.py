@@ -1,0 +1,72 @@
+"""The FastAPI application: `create_app()` builds it (uvicorn: ``app.main:create_app --factory``).
+
+It never imports torch: requests are validated against the model card and handed to the
+workers through Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
+
+from app.config import Settings, get_settings
+from app.errors import install_error_handlers
+from app.routes import health, videos
+from app.state import AppState
+
+logger = logging.getLogger(__name__)
+
+
+async def _sweep_expired(state: AppState) -> None:
+    """Delete expired videos every cleanup interval (one API process at a time)."""
+    interval = state.settings.cleanup_interval_seconds
+    while True:
+        try:
+            deleted = await run_in_threadpool(state.store.sweep, max(1, int(interval) - 1))
+            if deleted:
+                logger.info("expired %d videos", len(deleted))
+        except RedisError as exc:
+            logger.warning("expiry sweep skipped: %s", exc)
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    state = AppState.build(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.artifacts.mkdir(parents=True, exist_ok=True)
+        sweeper = asyncio.create_task(_sweep_expired(state))
+        logger.info(
+            "serving model %s (%s) on queue %s, Redis %s",
+            state.card.name,
+            state.card.size,
+            state.queue.name,
+            settings.redis,
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            state.close()
+
+    app = FastAPI(
+        title="videopoet-server",
+        summary="VideoPoet behind the OpenAI Videos API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.videopoet = state
+    install_error_handlers(app)
+    app.include_router(videos.router)
+    app.include_router(health.router)
+    return app

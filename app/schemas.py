@@ -1,0 +1,137 @@
+"""What the API takes and returns, in the OpenAI Videos API shape plus VideoPoet's fields."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.store import VideoError, VideoRecord, VideoStatus
+from models.spec import MAX_PROMPT_CHARS, MAX_SEED, Task
+
+
+class Reference(BaseModel):
+    """An input given by reference instead of upload: a finished video of this service
+    (``{"id": "video_..."}``) or a base64 data URL
+    (``{"image_url": "data:image/png;base64,..."}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    image_url: str | None = None
+    url: str | None = None
+    file_id: str | None = None
+
+
+class VideoCreate(BaseModel):
+    """The fields of POST /v1/videos (also /edits, /extensions and /{id}/remix), from JSON or
+    multipart. Uploads arrive beside it as files under the same names
+    (`input_reference`, `image`, `video`, `audio`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    model: str | None = None
+    # OpenAI sends a string ("4"); a JSON number is fine too.
+    seconds: str | float | None = None
+    size: str | None = None
+    # VideoPoet extras (the openai SDK sends them through `extra_body`).
+    task: Task | None = None
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    guidance_scale: float | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    with_audio: bool | None = None
+    mask_box: tuple[int, int, int, int] | None = None
+    input_reference: Reference | None = None
+    image: Reference | None = None
+    video: Reference | None = None
+    audio: Reference | None = None
+
+    @field_validator("mask_box", mode="before")
+    @classmethod
+    def _parse_box(cls, value: Any) -> Any:
+        # "x0,y0,x1,y1" from a form or the CLI; a list from JSON or the SDK's `mask_box[]`.
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",")]
+        return value
+
+    @field_validator("input_reference", "image", "video", "audio", mode="before")
+    @classmethod
+    def _parse_reference(cls, value: Any) -> Any:
+        # A bare id string is a reference to a finished video; an empty one is no input.
+        if isinstance(value, str):
+            return {"id": value} if value.strip() else None
+        return value
+
+
+class Video(BaseModel):
+    """The video object (OpenAI's fields first, then VideoPoet's)."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: VideoStatus
+    progress: int
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    seconds: str
+    size: str
+    prompt: str | None = None
+    error: VideoError | None = None
+    remixed_from_video_id: str | None = None
+    task: Task
+    seed: int | None = None
+    with_audio: bool = False
+
+    @classmethod
+    def from_record(cls, record: VideoRecord) -> Video:
+        return cls(
+            id=record.id,
+            model=record.model,
+            status=record.status,
+            progress=record.progress,
+            created_at=record.created_at,
+            completed_at=record.completed_at,
+            expires_at=record.expires_at,
+            seconds=record.seconds,
+            size=record.size,
+            prompt=record.prompt,
+            error=record.error,
+            remixed_from_video_id=record.remixed_from_video_id,
+            task=record.task,
+            seed=record.spec.seed,
+            with_audio=record.spec.with_audio,
+        )
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Video]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
+    """One line per problem: `field: what is wrong (got X)`; and the first field named."""
+    parts = []
+    param = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        param = param or (str(err["loc"][0]) if err.get("loc") else None)
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"unknown field {loc!r}")
+            continue
+        got = err.get("input")
+        shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
+        parts.append(f"{loc}: {err.get('msg')}{shown}" if loc else f"{err.get('msg')}{shown}")
+    return "; ".join(parts), param

@@ -1,0 +1,242 @@
+"""Video records in Redis, their files in the artifact directory.
+
+A record is a Redis hash (one JSON-encoded value per field, so the API and a worker can
+update different fields without clobbering each other), listed by a sorted set scored by
+creation time. Status changes go through one Lua script that checks the current status, so
+a cancel and a completion cannot both win. Files live in ``<artifact_dir>/<video id>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, Field
+from pydantic_core import to_jsonable_python
+from redis import Redis
+
+from models.spec import Task, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+KEY_PREFIX = "videopoet"
+RECORD_KEY = KEY_PREFIX + ":video:{}"  # hash: one video record
+INDEX_KEY = KEY_PREFIX + ":videos"  # zset: video id -> created_at in microseconds
+EXPIRY_KEY = KEY_PREFIX + ":expiry"  # zset: video id -> expires_at (unix seconds)
+IDEMPOTENCY_KEY = KEY_PREFIX + ":idempotency:{}"  # string: Idempotency-Key -> video id
+CLEANUP_LOCK_KEY = KEY_PREFIX + ":cleanup-lock"  # one API process sweeps at a time
+
+
+class VideoStatus(str, Enum):
+    queued = "queued"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINISHED = frozenset({VideoStatus.completed, VideoStatus.failed, VideoStatus.cancelled})
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class VideoRecord(BaseModel):
+    """Everything the service knows about one video."""
+
+    id: str
+    model: str
+    status: VideoStatus = VideoStatus.queued
+    progress: int = 0  # 0..100
+    created_at: int
+    started_at: float | None = None
+    completed_at: int | None = None
+    expires_at: int | None = None
+    seconds: str  # duration of the output, as OpenAI's string
+    size: str  # "WxH"
+    prompt: str | None = None
+    task: Task
+    spec: TaskSpec
+    remixed_from_video_id: str | None = None
+    error: VideoError | None = None
+    # Input kind ("image", "video", "audio") -> file name in the video's folder.
+    inputs: dict[str, str] = Field(default_factory=dict)
+    # Download variant ("video", "thumbnail", "spritesheet", "image") -> file name.
+    outputs: dict[str, str] = Field(default_factory=dict)
+    stage: str | None = None  # what the worker is doing now
+    attempts: int = 0  # runs started (more than 1 after a worker died mid-job)
+    worker: str | None = None
+    tokens: dict[str, int] | None = None
+    timings: dict[str, float] | None = None
+    has_audio: bool = False
+    # Worker's acknowledgement of a cancel: when sampling actually stopped.
+    stopped_at: float | None = None
+    cancel_requested_at: float | None = None
+
+
+# Sets fields only while the record exists and its status is one of ARGV[1] (a JSON list of
+# JSON-encoded statuses; empty list: any status). Returns 1 when set, 0 when the status did
+# not match, -1 when the record is gone.
+_TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+local allowed = cjson.decode(ARGV[1])
+local ok = (#allowed == 0)
+for _, s in ipairs(allowed) do
+  if s == status then ok = true end
+end
+if not ok then return 0 end
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"""
+
+
+def format_seconds(seconds: float) -> str:
+    """OpenAI's `seconds` string: "2.125", "4" (millisecond precision, no trailing zeros)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
+def new_video_id() -> str:
+    return "video_" + uuid.uuid4().hex
+
+
+def _encode(value: Any) -> str:
+    return json.dumps(to_jsonable_python(value))
+
+
+class Store:
+    """Records in Redis (a client with ``decode_responses=True``) and files on disk."""
+
+    def __init__(self, redis: Redis, artifact_dir: Path, retention_seconds: int = 24 * 3600):
+        self.redis = redis
+        self.artifact_dir = Path(artifact_dir)
+        self.retention_seconds = retention_seconds
+        self._transition = redis.register_script(_TRANSITION)
+
+    # --- files -------------------------------------------------------------------------
+    def video_dir(self, video_id: str) -> Path:
+        return self.artifact_dir / video_id
+
+    def path(self, video_id: str, name: str) -> Path:
+        return self.video_dir(video_id) / name
+
+    # --- records -----------------------------------------------------------------------
+    def create(self, record: VideoRecord, idempotency_key: str | None = None) -> None:
+        """Store a new record (and remember it under its Idempotency-Key for a day)."""
+        fields: dict[Any, str] = {
+            name: _encode(value) for name, value in record.model_dump(mode="json").items()
+        }
+        with self.redis.pipeline() as pipe:
+            pipe.hset(RECORD_KEY.format(record.id), mapping=fields)
+            pipe.zadd(INDEX_KEY, {record.id: time.time_ns() // 1000})
+            if idempotency_key:
+                pipe.set(IDEMPOTENCY_KEY.format(idempotency_key), record.id, nx=True, ex=24 * 3600)
+            pipe.execute()
+
+    def find_idempotent(self, idempotency_key: str) -> VideoRecord | None:
+        """The video an earlier request with this Idempotency-Key created, if any."""
+        video_id = cast("str | None", self.redis.get(IDEMPOTENCY_KEY.format(idempotency_key)))
+        return self.get(video_id) if video_id else None
+
+    def get(self, video_id: str) -> VideoRecord | None:
+        raw = self.redis.hgetall(RECORD_KEY.format(video_id))
+        if not raw:
+            return None
+        return VideoRecord.model_validate({k: json.loads(v) for k, v in raw.items()})
+
+    def status(self, video_id: str) -> VideoStatus | None:
+        """The status alone: one HGET, cheap enough to poll between sampling steps."""
+        raw = self.redis.hget(RECORD_KEY.format(video_id), "status")
+        return VideoStatus(json.loads(raw)) if raw else None
+
+    def update(
+        self,
+        video_id: str,
+        *,
+        only_if: set[VideoStatus] | frozenset[VideoStatus] | None = None,
+        **fields: Any,
+    ) -> int:
+        """Set fields atomically when the status is in `only_if` (any status when None).
+
+        Returns 1 when set, 0 when the status did not match, -1 when the record is gone.
+        """
+        allowed = [_encode(s) for s in (only_if or ())]
+        args: list[str] = [json.dumps(allowed)]
+        for name, value in fields.items():
+            if name not in VideoRecord.model_fields:
+                raise KeyError(f"VideoRecord has no field {name!r}")
+            args += [name, _encode(value)]
+        return int(self._transition(keys=[RECORD_KEY.format(video_id)], args=args))
+
+    def finish(
+        self, video_id: str, status: VideoStatus, *, only_if: frozenset[VideoStatus], **fields: Any
+    ) -> int:
+        """Move to a finished status, stamping completed_at and scheduling expiry."""
+        now = int(time.time())
+        expires_at = now + self.retention_seconds
+        done = self.update(
+            video_id,
+            only_if=only_if,
+            status=status,
+            completed_at=now,
+            expires_at=expires_at,
+            **fields,
+        )
+        if done == 1:
+            self.redis.zadd(EXPIRY_KEY, {video_id: expires_at})
+        return done
+
+    def list_videos(
+        self, *, after: str | None = None, limit: int = 20, order: str = "desc"
+    ) -> tuple[list[VideoRecord], bool]:
+        """A page of records in creation order, and whether more follow."""
+        start = 0
+        if after is not None:
+            rank = (
+                self.redis.zrevrank(INDEX_KEY, after)
+                if order == "desc"
+                else self.redis.zrank(INDEX_KEY, after)
+            )
+            if rank is None:
+                raise KeyError(after)
+            start = cast(int, rank) + 1
+        ids = cast(
+            "list[str]", self.redis.zrange(INDEX_KEY, start, start + limit, desc=(order == "desc"))
+        )
+        records = [r for r in (self.get(i) for i in ids[:limit]) if r is not None]
+        return records, len(ids) > limit
+
+    def delete(self, video_id: str) -> bool:
+        """Remove the record and its files. False when there was no such record."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(RECORD_KEY.format(video_id))
+            pipe.zrem(INDEX_KEY, video_id)
+            pipe.zrem(EXPIRY_KEY, video_id)
+            existed = pipe.execute()[0]
+        shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
+        return bool(existed)
+
+    def delete_expired(self, now: float | None = None) -> list[str]:
+        """Delete every video whose expires_at has passed; returns their ids."""
+        now = time.time() if now is None else now
+        expired = cast("list[str]", self.redis.zrangebyscore(EXPIRY_KEY, 0, now))
+        for video_id in expired:
+            self.delete(video_id)
+            logger.info("deleted expired video %s", video_id)
+        return expired
+
+    def sweep(self, lock_seconds: int) -> list[str]:
+        """delete_expired() under a lock, so one of several API processes does it."""
+        if not self.redis.set(CLEANUP_LOCK_KEY, "1", nx=True, ex=max(1, lock_seconds)):
+            return []
+        return self.delete_expired()

@@ -1,0 +1,73 @@
+"""What a worker process holds for its whole life: settings, store and the loaded pipeline.
+
+The worker installs one `Runtime` before it takes jobs; job functions (module-level, JSON
+arguments) find it with `current()`. That is how the model stays loaded across jobs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import Settings
+from app.store import Store
+
+logger = logging.getLogger(__name__)
+
+_current: Runtime | None = None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    pipeline: Any  # models.pipeline.Pipeline, or what VIDEOPOET_PIPELINE_FACTORY returns
+    worker_name: str
+    model_load_seconds: float = 0.0
+
+
+def install(runtime: Runtime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError(
+            "no pipeline loaded in this process: jobs run in `videopoet worker`, which loads it"
+        )
+    return _current
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> cuda when torch sees a GPU, else cpu; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(settings: Settings) -> tuple[Any, float]:
+    """The pipeline (by VIDEOPOET_PIPELINE_FACTORY when set) and the seconds it took."""
+    device = resolve_device(settings.device)
+    started = time.perf_counter()
+    if settings.pipeline_factory:
+        module_name, _, func_name = settings.pipeline_factory.partition(":")
+        if not func_name:
+            raise ValueError(
+                f"VIDEOPOET_PIPELINE_FACTORY must be 'module:function'; got "
+                f"{settings.pipeline_factory!r}"
+            )
+        factory = getattr(importlib.import_module(module_name), func_name)
+        pipeline = factory(settings.model, device=device)
+    else:
+        from models import load_pipeline as load
+
+        pipeline = load(settings.model, device=device)
+    seconds = time.perf_counter() - started
+    logger.info("loaded model %s on %s in %.1f s", pipeline.card.name, device, seconds)
+    return pipeline, seconds

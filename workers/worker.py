@@ -1,0 +1,256 @@
+"""The worker process: load the pipeline once, then take jobs from RQ in this same process.
+
+RQ's default worker forks a child per job, which would reload the model and cannot carry a
+CUDA context; `VideoWorker` is a `SimpleWorker` (jobs run in-process) that also heartbeats
+while a job runs, so a worker killed mid-job is noticed within `worker_lost_seconds` and its
+job re-run by a live worker (RQ's StartedJobRegistry cleanup + the job's `Retry`).
+
+Lifecycle: SIGTERM/SIGINT -> finish the current job, then exit (a second one: exit now).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import start_http_server
+from redis import Redis
+from rq.exceptions import AbandonedJobError
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.registry import clean_registries
+from rq.serializers import JSONSerializer
+from rq.utils import now
+from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker_registration import clean_worker_registry
+
+from app.config import Settings, get_settings
+from app.queue import WORKER_INFO_KEY, WORKERS_KEY, queue_name
+from app.store import Store, VideoError, VideoStatus
+from workers import metrics, runtime
+
+logger = logging.getLogger(__name__)
+
+# How often a worker tells Redis it is alive (readiness counts it for WORKER_STALE_SECONDS).
+BEACON_SECONDS = 3.0
+
+
+class JobHeartbeat:
+    """While a job runs in the main thread, keep its StartedJobRegistry entry fresh."""
+
+    def __init__(self, worker: VideoWorker, job: Job, execution: Execution):
+        self.worker, self.job, self.execution = worker, job, execution
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+
+    def __enter__(self) -> JobHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.worker.job_monitoring_interval):
+            try:
+                self.worker.maintain_heartbeats(self.job, self.execution)
+            except Exception:  # Redis away for a moment: try again next beat
+                logger.warning("heartbeat for job %s failed", self.job.id, exc_info=True)
+
+
+class VideoWorker(SimpleWorker):
+    """Runs jobs in-process (model stays loaded), heartbeating while they run."""
+
+    def __init__(self, *args: Any, worker_lost_seconds: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.worker_lost_seconds = worker_lost_seconds
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        # The registry entry expires this long after the last heartbeat: the time a dead
+        # worker's job waits before it is re-run (the job's own timeout is separate).
+        return self.worker_lost_seconds
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        with JobHeartbeat(self, job, execution):
+            self.perform_job(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def handle_job_failure(
+        self,
+        job: Job,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Execution | None = None,
+    ) -> None:
+        # A job that raised (or timed out) fails for good: running it again gives the same
+        # error. Retries are for jobs whose worker died (see handle_lost_job).
+        job.retries_left = 0
+        super().handle_job_failure(
+            job,
+            queue,
+            started_job_registry=started_job_registry,
+            exc_string=exc_string,
+            execution=execution,
+        )
+
+    def clean_registries(self) -> None:
+        """RQ's maintenance, with a lock that lasts one interval (not 15 minutes), so a
+        worker killed while cleaning does not delay the next cleanup."""
+        for queue in self.queues:
+            lock = self.connection.set(
+                queue.registry_cleaning_key, 1, nx=True, ex=max(1, int(self.maintenance_interval))
+            )
+            if lock:
+                clean_registries(queue, self._exc_handlers)
+                clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
+        self.last_cleaned_at = now()  # type: ignore[assignment]  # rq annotates it as None
+
+
+class LostJobHandler:
+    """RQ exception handler: a job whose worker died goes back to `queued` (it will re-run)
+    or, out of retries, to `failed` with a message that says so."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __call__(self, job: Job, exc_type: type, exc_value: BaseException, tb: Any) -> bool:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, AbandonedJobError)):
+            return True
+        active = frozenset({VideoStatus.in_progress, VideoStatus.queued})
+        if job.retries_left and job.retries_left > 0:
+            metrics.RETRIES.inc()
+            self.store.update(
+                job.id, only_if=active, status=VideoStatus.queued, progress=0, stage=None
+            )
+            logger.warning(
+                "video %s: its worker stopped mid-job; re-queued (%d retries left)",
+                job.id,
+                job.retries_left - 1,
+            )
+        else:
+            metrics.FAILURES.labels("worker_lost").inc()
+            self.store.finish(
+                job.id,
+                VideoStatus.failed,
+                only_if=active,
+                stage=None,
+                error=VideoError(
+                    code="worker_lost",
+                    message="the worker running this video stopped (killed, crashed or lost) "
+                    "and no retries are left",
+                ),
+            )
+            logger.error("video %s: its worker stopped mid-job and no retries are left", job.id)
+        return True
+
+
+class Beacon:
+    """Tells Redis every few seconds that this worker is alive (for /readyz)."""
+
+    def __init__(self, connection: Redis, queue: str, name: str, info: dict[str, str]):
+        self.connection, self.queue, self.name, self.info = connection, queue, name, info
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="beacon", daemon=True)
+
+    def start(self) -> None:
+        self._beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.connection.zrem(WORKERS_KEY.format(self.queue), self.name)
+            self.connection.delete(WORKER_INFO_KEY.format(self.name))
+        except Exception:
+            logger.warning("could not unregister worker %s", self.name, exc_info=True)
+
+    def _beat(self) -> None:
+        key = WORKERS_KEY.format(self.queue)
+        with self.connection.pipeline() as pipe:
+            pipe.zadd(key, {self.name: time.time()})
+            pipe.zremrangebyscore(key, 0, time.time() - 3600)
+            pipe.hset(WORKER_INFO_KEY.format(self.name), mapping=dict[Any, str](self.info))
+            pipe.expire(WORKER_INFO_KEY.format(self.name), int(BEACON_SECONDS * 5))
+            pipe.execute()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEACON_SECONDS):
+            try:
+                self._beat()
+            except Exception:
+                logger.warning("worker beacon failed", exc_info=True)
+
+
+def run_worker(
+    settings: Settings | None = None,
+    *,
+    name: str | None = None,
+    metrics_port: int | None = None,
+    burst: bool = False,
+) -> None:
+    """Load the pipeline, then work jobs until SIGTERM/SIGINT (or, with `burst`, until idle)."""
+    settings = settings or get_settings()
+    name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    records = Redis.from_url(settings.redis, decode_responses=True)
+    connection = Redis.from_url(settings.redis)
+    store = Store(records, settings.artifacts, retention_seconds=settings.retention_seconds)
+
+    pipeline, load_seconds = runtime.load_pipeline(settings)
+    card = pipeline.card
+    metrics.MODEL_LOAD_SECONDS.labels(card.name).observe(load_seconds)
+    runtime.install(runtime.Runtime(settings, store, pipeline, name, load_seconds))
+
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port:
+        try:
+            start_http_server(port, addr=settings.worker_metrics_host)
+            logger.info(
+                "worker metrics on http://%s:%d/metrics", settings.worker_metrics_host, port
+            )
+        except OSError as exc:
+            logger.warning("worker metrics not served: port %d: %s", port, exc)
+            port = 0
+
+    queue = queue_name(card.name)
+    beacon = Beacon(
+        records,
+        queue,
+        name,
+        {
+            "model": card.name,
+            "pid": str(os.getpid()),
+            "host": socket.gethostname(),
+            "metrics_port": str(port),
+        },
+    )
+    worker = VideoWorker(
+        [queue],
+        connection=connection,
+        name=name,
+        serializer=JSONSerializer,
+        worker_lost_seconds=settings.worker_lost_seconds,
+        job_monitoring_interval=settings.heartbeat_seconds,
+        maintenance_interval=settings.maintenance_interval_seconds,
+        # Idle workers block on the queue for worker_ttl - 15 s: keep that at one
+        # maintenance interval so abandoned jobs are found on time.
+        worker_ttl=settings.maintenance_interval_seconds + 15,
+        exception_handlers=[LostJobHandler(store)],
+    )
+    beacon.start()
+    logger.info("worker %s serving %s on queue %s", name, card.name, queue)
+    try:
+        worker.work(burst=burst, logging_level=settings.log_level.upper())
+    finally:
+        beacon.stop()
+        logger.info("worker %s stopped", name)
