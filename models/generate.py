@@ -25,13 +25,21 @@ class GenerationCancelled(Exception):
 
 @dataclass
 class SamplingParams:
-    """Per-row sampling settings; `for_rows` builds them from plain values."""
+    """Per-row sampling settings; `for_rows` builds them from plain values.
+
+    The tensors live on the sampling device; the plain-Python flags beside them let the loop
+    decide what to run without reading anything back from the device (no host sync per step).
+    """
 
     temperature: torch.Tensor  # (B,) float; 0 = greedy
     top_k: torch.Tensor  # (B,) int; 0 = off
     top_p: torch.Tensor  # (B,) float; 1 = off
     guidance: torch.Tensor  # (B,) float; 1 = no guidance
     generators: list[torch.Generator]
+    greedy: list[bool]
+    max_top_k: int  # 0 when no row uses top-k
+    any_top_p: bool
+    any_guidance: bool
 
     @classmethod
     def for_rows(cls, seeds, temperature, top_k, top_p, guidance, device="cpu") -> SamplingParams:
@@ -40,28 +48,39 @@ class SamplingParams:
             g = torch.Generator(device=device)
             g.manual_seed(int(seed))
             generators.append(g)
+        temperature = [float(t) for t in temperature]
+        top_k = [int(k or 0) for k in top_k]
+        top_p = [float(p) if p else 1.0 for p in top_p]
+        guidance = [float(g) for g in guidance]
         return cls(
-            temperature=torch.tensor([float(t) for t in temperature]),
-            top_k=torch.tensor([int(k or 0) for k in top_k]),
-            top_p=torch.tensor([float(p) if p else 1.0 for p in top_p]),
-            guidance=torch.tensor([float(g) for g in guidance]),
+            temperature=torch.tensor(temperature, device=device),
+            top_k=torch.tensor(top_k, device=device),
+            top_p=torch.tensor(top_p, device=device),
+            guidance=torch.tensor(guidance, device=device),
             generators=generators,
+            greedy=[t <= 0 for t in temperature],
+            max_top_k=max(top_k, default=0),
+            any_top_p=any(p < 1 for p in top_p),
+            any_guidance=any(g != 1 for g in guidance),
         )
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
-    """Set logits outside each row's top-k and nucleus top-p to -inf. logits (B, V)."""
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                  max_k: int | None = None) -> torch.Tensor:
+    """Set logits outside each row's top-k and nucleus top-p to -inf. logits (B, V).
+
+    top_k (B,) with 0 = off, top_p (B,) with 1 = off; None skips that filter for every row.
+    max_k: the largest k of any row, known on the host (saves reading top_k back).
+    """
     V = logits.shape[-1]
-    top_k = top_k.to(logits.device).clamp(max=V)
-    if bool((top_k > 0).any()):
-        kmax = int(top_k.max())
+    if top_k is not None:
+        kmax = min(V, max_k if max_k is not None else V)
         kth = logits.topk(kmax, dim=-1).values  # (B, kmax) descending
-        idx = (top_k - 1).clamp(min=0)[:, None]
+        idx = (top_k - 1).clamp(min=0, max=kmax - 1)[:, None]
         threshold = kth.gather(-1, idx)
         threshold = torch.where(top_k[:, None] > 0, threshold, torch.full_like(threshold, -torch.inf))
         logits = logits.masked_fill(logits < threshold, -torch.inf)
-    top_p = top_p.to(logits.device)
-    if bool((top_p < 1).any()):
+    if top_p is not None:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # drop a token when the mass before it already reaches top_p (the first always stays)
@@ -78,13 +97,17 @@ def sample(logits: torch.Tensor, params: SamplingParams, rows: list[int]) -> tor
     random numbers is the same whether it runs alone or in a batch.
     """
     B, V = logits.shape
-    temperature = params.temperature.to(logits.device)
-    greedy = temperature <= 0
-    logits = filter_logits(logits, params.top_k, params.top_p)
-    scaled = logits / torch.where(greedy, 1.0, temperature)[:, None]
+    logits = filter_logits(
+        logits,
+        params.top_k if params.max_top_k else None,
+        params.top_p if params.any_top_p else None,
+        max_k=params.max_top_k,
+    )
+    temperature = params.temperature.clamp_min(1e-6)  # greedy rows get no noise below
+    scaled = logits / temperature[:, None]
     noise = torch.zeros_like(scaled)
     for r in rows:
-        if not bool(greedy[r]):
+        if not params.greedy[r]:
             u = torch.rand(V, generator=params.generators[r], device=logits.device)
             noise[r] = -torch.log(-torch.log(u.clamp_min(1e-20)))
     return (scaled + noise).argmax(-1)
@@ -99,10 +122,29 @@ def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_le
 
 
 def decode_one_token(model: PrefixLM, token: torch.Tensor, pos: int, key_valid: torch.Tensor) -> torch.Tensor:
-    """Feed token (B,) at position `pos`; hidden state (B, C) that predicts position pos + 1."""
+    """Feed token (B,) at position `pos`; hidden state (B, C) that predicts position pos + 1.
+
+    Eager: attention reads only the pos + 1 filled cache entries.
+    """
     x = model.embed(token[:, None], None, None)
     mask = key_valid[:, None, None, : pos + 1]  # keys 0..pos: everything so far
     return model(x, torch.tensor([pos], device=token.device), mask, kv_len=pos + 1)[:, -1]
+
+
+def decode_one_token_static(model: PrefixLM, token: torch.Tensor, input_pos: torch.Tensor,
+                            key_valid: torch.Tensor) -> torch.Tensor:
+    """The same step with fixed shapes (the whole cache, the position as a (1,) tensor), so
+    one compiled graph (CUDA graphs under torch.compile's reduce-overhead) serves every step."""
+    x = model.embed(token[:, None], None, None)
+    keys = torch.arange(key_valid.shape[1], device=token.device)
+    mask = (key_valid & (keys <= input_pos))[:, None, None, :]
+    return model(x, input_pos, mask)[:, -1]
+
+
+def compile_decode_step(mode: str = "reduce-overhead") -> Callable:
+    """decode_one_token_static under torch.compile. Pays on CUDA, where the step is launch-bound;
+    on CPU the compile costs ~40 s and the generated code was not faster here."""
+    return torch.compile(decode_one_token_static, mode=mode, fullgraph=True, dynamic=False)
 
 
 @torch.no_grad()
@@ -113,8 +155,14 @@ def generate_tokens(
     params: SamplingParams,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    static_step: Callable | None = None,
 ) -> torch.Tensor:
-    """Sample the output of every row of `batch`: ids (B, S - prefix_len), markers included."""
+    """Sample the output of every row of `batch`: ids (B, S - prefix_len), markers included.
+
+    `static_step`: a compiled `decode_one_token_static` to use instead of the eager step.
+    Nothing in the loop reads a value back from the device: which rows sample at a position is
+    decided from the forced ids on the host.
+    """
     layout = batch.layout
     P, S = layout.prefix_len, layout.length
     device = model.output.weight.device
@@ -122,20 +170,21 @@ def generate_tokens(
     ids = batch.ids.to(device)
     key_valid = batch.key_valid.to(device)
     text = None if batch.text is None else batch.text.to(device)
-    guidance = params.guidance.to(device)
-    use_cfg = layout.text_slice is not None and bool((guidance != 1).any())
+    use_cfg = layout.text_slice is not None and params.any_guidance
     if use_cfg:  # rows B..2B-1: the same sequences with the text masked out
         uncond_valid = key_valid.clone()
         uncond_valid[:, layout.text_slice] = False
         ids, key_valid = torch.cat([ids, ids]), torch.cat([key_valid, uncond_valid])
         text = torch.cat([text, torch.zeros_like(text)])
+        guidance = params.guidance[:, None]
     R = ids.shape[0]
     model.setup_caches(R, S)
-    cache_len = model.max_seq_len
-    valid = torch.zeros(R, cache_len, dtype=torch.bool, device=device)
+    valid = torch.zeros(R, model.max_seq_len, dtype=torch.bool, device=device)
     valid[:, :S] = key_valid
 
-    forced = batch.forced.to(device)
+    forced_host = batch.forced.cpu()
+    free = (forced_host < 0).tolist()  # free[r][i]: row r samples output position i
+    forced = forced_host.to(device)
     kinds = layout.kinds[P:]
     content = [i for i, f in enumerate(layout.structure[P:]) if f < 0]
     n_steps = content[-1] + 1 if content else 0
@@ -145,19 +194,21 @@ def generate_tokens(
     for i in range(n_steps):
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled(f"cancelled after {i} of {n_steps} tokens")
-        free_rows = [r for r in range(B) if int(forced[r, i]) < 0]
+        free_rows = [r for r in range(B) if free[r][i]]
         if free_rows:
             lo, hi = vocab.code_range(kinds[i])
             logits = model.logits(h, lo, hi)  # (R, hi - lo)
             if use_cfg:
                 cond, uncond = logits[:B], logits[B:]
-                g = guidance[:, None]
-                logits = torch.where(g == 1, cond, uncond + g * (cond - uncond))
+                logits = torch.where(guidance == 1, cond, uncond + guidance * (cond - uncond))
             token = sample(logits, params, free_rows) + lo
             out[:, i] = torch.where(forced[:, i] >= 0, forced[:, i], token)
         if progress is not None:
             progress(i + 1, n_steps)
         if i + 1 < n_steps:
             step = torch.cat([out[:, i], out[:, i]]) if use_cfg else out[:, i]
-            h = decode_one_token(model, step, P + i, valid)
+            if static_step is None:
+                h = decode_one_token(model, step, P + i, valid)
+            else:
+                h = static_step(model, step, torch.tensor([P + i], device=device), valid).clone()
     return out

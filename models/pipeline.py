@@ -45,7 +45,7 @@ from models.conditioning import (
     resize_frames,
     stylize_control,
 )
-from models.generate import GenerationCancelled, SamplingParams, generate_tokens
+from models.generate import GenerationCancelled, SamplingParams, compile_decode_step, generate_tokens
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
 from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames
 from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
@@ -273,14 +273,23 @@ class _Clock:
 
 class Pipeline:
     def __init__(self, config: ModelConfig, video_tokenizer: VideoTokenizer,
-                 audio_tokenizer: AudioTokenizer, lm: PrefixLM, device: str | torch.device = "cpu"):
+                 audio_tokenizer: AudioTokenizer, lm: PrefixLM, device: str | torch.device = "cpu",
+                 dtype: str = "auto", compile: bool = False):
+        """dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
+        the tokenizers stay float32). compile: sample with a torch.compile'd fixed-shape decode
+        step (CUDA graphs); worth it on CUDA only."""
         self.config = config
         self.card = config.card
         self.vocab = config.vocab
         self.device = torch.device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16; got {dtype!r}")
         self.video_tokenizer = video_tokenizer.to(self.device).eval()
         self.audio_tokenizer = audio_tokenizer.to(self.device).eval()
-        self.lm = lm.to(self.device).eval()
+        self.lm = lm.to(device=self.device, dtype=getattr(torch, dtype)).eval()
+        self.static_step = compile_decode_step() if compile else None
         self.text_encoder = load_text_encoder(
             config.text_encoder, config.text_encoder_path, config.text_tokens
         ).to(self.device)
@@ -458,7 +467,7 @@ class Pipeline:
         t0 = time.perf_counter()
         out = generate_tokens(
             self.lm, self.vocab, batch, params, progress=clock.step(task.value),
-            should_cancel=should_cancel,
+            should_cancel=should_cancel, static_step=self.static_step,
         )
         clock.add("sampling", time.perf_counter() - t0)
         generated = (batch.forced < 0).sum(1).tolist()
@@ -624,13 +633,18 @@ def _build(config: ModelConfig, seed: int | None):
     return video, audio, lm
 
 
-def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu") -> Pipeline:
-    """A ready pipeline: a checkpoint folder, a shipped checkpoint by name, or a preset."""
+def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu",
+                  dtype: str = "auto", compile: bool = False) -> Pipeline:
+    """A ready pipeline: a checkpoint folder, a shipped checkpoint by name, or a preset.
+
+    dtype and compile: see Pipeline.
+    """
     folder = resolve_checkpoint(name_or_path)
+    options = dict(device=device, dtype=dtype, compile=compile)
     if folder is None:
         config = ModelConfig.from_name(name_or_path)
         log.info("building %s from seed %d (no checkpoint)", name_or_path, PRESET_SEED)
-        return Pipeline(config, *_build(config, PRESET_SEED), device=device)
+        return Pipeline(config, *_build(config, PRESET_SEED), **options)
     from safetensors.torch import load_file
 
     config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
@@ -643,7 +657,7 @@ def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu"
     lm = modules[2]
     lm.rope = rope_tables(config.lm.max_seq_len, config.lm.head_dim, config.lm.rope_base)
     log.info("loaded %s from %s", config.name, folder)
-    return Pipeline(config, *modules, device=device)
+    return Pipeline(config, *modules, **options)
 
 
 def describe(name_or_path: str) -> dict:

@@ -83,3 +83,23 @@ def test_zero_temperature_is_greedy(tiny):
     params = SamplingParams.for_rows([1, 2], [0.0, 0.0], [None] * 2, [None] * 2, [1.0] * 2)
     out = generate_tokens(tiny.lm, tiny.vocab, batch, params)
     assert torch.equal(out[0], out[1])  # different seeds, same argmax path
+
+
+def test_fixed_shape_decode_step_equals_the_eager_step(tiny):
+    """The step a compiled (CUDA-graph) decoder runs gives the eager step's hidden states."""
+    from models.generate import decode_one_token, decode_one_token_static, prefill
+
+    lm = tiny.lm
+    layout = tiny.layouts[Task.text_to_video]
+    batch = assemble(layout, tiny.vocab, text=torch.randn(2, 64, 384),
+                     text_mask=torch.ones(2, 64, dtype=torch.bool))
+    P = layout.prefix_len
+    lm.setup_caches(2, layout.length)
+    valid = torch.zeros(2, lm.max_seq_len, dtype=torch.bool)
+    valid[:, : layout.length] = batch.key_valid
+    with torch.no_grad():
+        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P)
+        token = torch.tensor([300, 301])
+        eager = decode_one_token(lm, token, P, valid)
+        static = decode_one_token_static(lm, token, torch.tensor([P]), valid)
+    torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
