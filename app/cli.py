@@ -4,8 +4,11 @@
     videopoet api [--model NAME] [--host H] [--port P] [--processes N]
     videopoet worker [--model NAME] [--name NAME] [--metrics-port P] [--burst]
     videopoet info [--model NAME]
+    videopoet key [KEY]
     videopoet generate --task TASK [--prompt P] [--image F] [--video F] [--audio F]
                        [--mask-box X0,Y0,X1,Y1] [--seconds S] [--seed N] [--with-audio] -o OUT
+    videopoet train STAGE --out DIR [...]     (models.train: video-tokenizer, audio-tokenizer, lm)
+    videopoet eval [--model DIR] [...]        (models.evaluate)
 
 Torch is imported inside the commands that need it (worker, info, generate), never by the
 API. A user mistake prints one line and exits with 2.
@@ -35,6 +38,11 @@ EXIT_USAGE = 2
 # A worker that dies is restarted, but not more often than this.
 RESTART_BACKOFF_SECONDS = 2.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Commands whose arguments go, untouched, to another module's entry point: (module, function).
+DELEGATED = {
+    "train": ("models.train", "main_train"),
+    "eval": ("models.evaluate", "main_eval"),
+}
 
 
 class UsageError(Exception):
@@ -67,6 +75,15 @@ def _apply(args: argparse.Namespace, **env_names: str) -> Settings:
         raise UsageError(f"bad VIDEOPOET_* setting: {exc}".replace("\n", " ")) from exc
     _check_model(settings.model)
     return settings
+
+
+def _check_exposure(settings: Settings) -> None:
+    from app.keys import check_exposure
+
+    try:
+        check_exposure(settings.host, settings.api_keys)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _check_model(model: str) -> None:
@@ -262,6 +279,7 @@ class Supervisor:
 # --- commands ------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _apply(args, model="VIDEOPOET_MODEL", host="VIDEOPOET_HOST", port="VIDEOPOET_PORT")
+    _check_exposure(settings)
     _setup_logging(settings.log_level)
     if args.workers < 0:
         raise UsageError("--workers must be 0 or more")
@@ -270,6 +288,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_api(args: argparse.Namespace) -> int:
     settings = _apply(args, model="VIDEOPOET_MODEL", host="VIDEOPOET_HOST", port="VIDEOPOET_PORT")
+    _check_exposure(settings)
     _setup_logging(settings.log_level)
     import uvicorn
 
@@ -306,6 +325,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key(args: argparse.Namespace) -> int:
+    from app.keys import HASH_PREFIX, hash_key, new_key
+
+    key = args.key if args.key is not None else new_key()
+    if not args.key:
+        print(f"key:     {key}   (give it to the client; it is shown once)")
+    print(f"setting: VIDEOPOET_API_KEYS={HASH_PREFIX}{hash_key(key)}")
+    return 0
+
+
 def _parse_box(value: str | None) -> tuple[int, int, int, int] | None:
     if value is None:
         return None
@@ -314,6 +343,30 @@ def _parse_box(value: str | None) -> tuple[int, int, int, int] | None:
         raise UsageError(f"--mask-box must be X0,Y0,X1,Y1 in pixels; got {value!r}")
     x0, y0, x1, y1 = (int(p) for p in parts)
     return x0, y0, x1, y1
+
+
+class StageBars:
+    """`generate`'s progress: a bar per stage the pipeline reports (the task sampled, then
+    e.g. video_to_audio for --with-audio), each going on from the overall percent reached."""
+
+    FINAL_STAGE = "done"  # the pipeline's last report; it ends the current bar
+
+    def __init__(self, tqdm: Any):
+        self.tqdm = tqdm
+        self.bar: Any = None
+        self.stage: str | None = None
+
+    def progress(self, fraction: float, stage: str) -> None:
+        if self.bar is None or (stage != self.stage and stage != self.FINAL_STAGE):
+            start = self.bar.n if self.bar is not None else 0
+            self.close()
+            self.bar = self.tqdm(total=100, initial=start, unit="%", desc=stage, file=sys.stderr)
+            self.stage = stage
+        self.bar.update(max(0, round(fraction * 100) - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -381,16 +434,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read an input: {exc}") from exc
     print(f"loading {settings.model} ...", file=sys.stderr)
     pipeline, _ = load_pipeline(settings)
-    with tqdm(total=100, unit="%", desc=task.value, file=sys.stderr) as bar:
-
-        def progress(fraction: float, stage: str) -> None:
-            bar.set_postfix_str(stage, refresh=False)
-            bar.update(round(fraction * 100) - bar.n)
-
-        try:
-            result = pipeline.generate(spec, inputs, progress=progress)
-        except TaskSpecError as exc:
-            raise UsageError(str(exc)) from exc
+    bars = StageBars(tqdm)
+    try:
+        result = pipeline.generate(spec, inputs, progress=bars.progress)
+    except TaskSpecError as exc:
+        raise UsageError(str(exc)) from exc
+    finally:
+        bars.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     if task in IMAGE_TASKS:
         media.encode_image(out, result.frames[0], timeout=settings.ffmpeg_timeout_seconds)
@@ -406,6 +456,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
     frames, height, width = result.frames.shape[:3]
     audio = " with audio" if result.audio is not None and task not in IMAGE_TASKS else ""
     print(f"wrote {out} ({frames} frame(s), {width}x{height}, seed {spec.seed}{audio})")
+    return 0
+
+
+def run_delegated(command: str, argv: list[str]) -> int:
+    """`videopoet train|eval ...`: the module's own CLI (its --help, its options), imported
+    only now (it needs torch). A bad input file or value prints one line, not a traceback."""
+    import importlib
+
+    module_name, function = DELEGATED[command]
+    module = importlib.import_module(module_name)
+    entry = getattr(module, function, None) or module.main
+    try:
+        entry(argv)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 
@@ -443,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_option(p)
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser("key", help="make an API key and print the hash to put in the settings")
+    p.add_argument("key", nargs="?", help="hash this key instead of making a new one")
+    p.set_defaults(func=cmd_key)
+
     p = sub.add_parser("generate", help="make one video (or image) locally, no server")
     model_option(p)
     p.add_argument("--task", default="text_to_video")
@@ -460,10 +529,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-audio", action="store_true", help="add a soundtrack (video_to_audio)")
     p.add_argument("-o", "--output", required=True, help="OUT.mp4 (OUT.png for text_to_image)")
     p.set_defaults(func=cmd_generate)
+
+    # Listed for --help; main() hands their arguments to the module before parsing.
+    sub.add_parser("train", help="train the tokenizers and the LM (models.train; see train --help)")
+    sub.add_parser("eval", help="evaluate a checkpoint on held-out clips (models.evaluate)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        try:
+            return run_delegated(argv[0], argv[1:])
+        except UsageError as exc:
+            print(f"videopoet {argv[0]}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return 130
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.card import resolve_checkpoint
@@ -23,12 +23,19 @@ def default_model() -> str:
 class Settings(BaseSettings):
     """Every `VIDEOPOET_*` setting. The README's table lists the same names."""
 
-    model_config = SettingsConfigDict(env_prefix="VIDEOPOET_", extra="ignore")
+    # hide_input_in_errors: an error must not print VIDEOPOET_API_KEYS back.
+    model_config = SettingsConfigDict(
+        env_prefix="VIDEOPOET_", extra="ignore", hide_input_in_errors=True
+    )
 
     # Served model: a preset name (tiny, demo, videopoet-1b, videopoet-8b) or a checkpoint folder.
     model: str = Field(default_factory=default_model)
     # Torch device for workers: "auto" picks cuda when available, else cpu.
     device: str = "auto"
+    # Intra-op CPU threads of each worker's torch; 0: torch's default (one per core). Where the
+    # cores are shared (other work, several workers), give each worker its share: threads
+    # that wait on a descheduled sibling make every op many times slower.
+    torch_threads: int = Field(default=0, ge=0)
     # External Redis. Unset: `videopoet serve` starts an embedded redis-server and points its
     # children here; `videopoet api` / `worker` alone fall back to DEFAULT_REDIS_URL.
     redis_url: str | None = None
@@ -42,6 +49,24 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
     # Input videos and audio longer than this are refused (422).
     max_input_seconds: float = 120.0
+    # Input images and videos wider or taller than this are refused (422); ffmpeg is told
+    # to decode no picture of more than this squared pixels (decompression bombs).
+    max_input_side: int = 4096
+    # Input videos above this frame rate are refused (422).
+    max_input_fps: float = 120.0
+    # Input videos with more frames than this (duration x frame rate) are refused (422).
+    max_input_frames: int = 7200
+    # API keys, comma-separated: each a key or its hash, "sha256:<64 hex>" (keep hashes in
+    # config files). Unset: no auth, allowed only on a loopback host.
+    api_keys: str | None = None
+    # Requests per minute per API key on /v1 (429 past it, with Retry-After); 0: no limit.
+    rate_limit_per_minute: int = 600
+    # Creates per minute per API key (within the above); 0: no limit.
+    create_rate_limit_per_minute: int = 60
+    # Videos queued or in progress at once per API key (429 past it); 0: no limit.
+    max_active_jobs_per_key: int = 32
+    # Jobs waiting in the queue past which creates get 503 with Retry-After; 0: no limit.
+    max_queue_length: int = 1000
     # A job running longer than this fails with a timeout error; the worker goes on.
     job_timeout_seconds: int = 1800
     # Outputs (and the record) are deleted this long after a video finishes.
@@ -64,6 +89,13 @@ class Settings(BaseSettings):
     maintenance_interval_seconds: int = 10
     # Re-runs of a job whose worker died (SIGKILL, OOM, lost machine) before giving up.
     max_retries: int = 2
+    # Most jobs a worker samples together in one batch (compatible ones: same task and token
+    # shape); 1 runs one job at a time.
+    batch_size: int = Field(default=8, ge=1)
+    # A worker fills a batch until no compatible job was queued for this long: a burst of
+    # requests (the API queues one every few ms) makes one batch; a lone request waits this
+    # long at most.
+    batch_window_seconds: float = Field(default=0.05, ge=0.0)
     # "module:function" returning a pipeline (tests, custom stacks); unset: models.load_pipeline.
     pipeline_factory: str | None = None
     # `openai-poll-after-ms` header on retrieve: how long clients should wait between polls.
@@ -71,6 +103,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # `videopoet serve`: how long children get to stop (a worker finishes its job) before SIGKILL.
     shutdown_grace_seconds: float = 60.0
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: str | None) -> str | None:
+        from app.keys import parse_api_keys
+
+        parse_api_keys(value)  # a malformed hash fails at start, not at the first request
+        return value
 
     @property
     def artifacts(self) -> Path:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
+# Retry-After on a 503 while Redis is unreachable (a restart takes seconds).
+REDIS_RETRY_AFTER_SECONDS = 5
+
 
 class APIError(Exception):
     """An error the caller can act on. The message says what was wrong and what is accepted."""
@@ -22,11 +26,19 @@ class APIError(Exception):
     error_type = "invalid_request_error"
     default_code: str | None = None
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code or self.default_code
+        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.param, self.code)
@@ -37,6 +49,16 @@ class InvalidRequest(APIError):
 
     status_code = 422
     default_code = "invalid_value"
+
+
+class Unauthorized(APIError):
+    """No API key, or one that is not configured (401)."""
+
+    status_code = 401
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
 class NotFound(APIError):
@@ -61,10 +83,28 @@ class UnsupportedMediaType(APIError):
     default_code = "unsupported_file_type"
 
 
+class RateLimited(APIError):
+    """Too many requests, or too many videos at once, for one API key (429, Retry-After)."""
+
+    status_code = 429
+    error_type = "requests"  # OpenAI's type for request-rate limits
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None):
+        super().__init__(
+            message, code=code, headers={"Retry-After": retry_after_header(retry_after)}
+        )
+
+
 class ServiceUnavailable(APIError):
     status_code = 503
     error_type = "server_error"
     default_code = "unavailable"
+
+
+def retry_after_header(seconds: float) -> str:
+    """Retry-After in whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def error_body(
@@ -89,7 +129,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -117,6 +157,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 "unavailable",
             ),
             status_code=503,
+            headers={"Retry-After": retry_after_header(REDIS_RETRY_AFTER_SECONDS)},
         )
 
     @app.exception_handler(Exception)

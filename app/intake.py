@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import logging
 import mimetypes
 import os
@@ -31,9 +33,17 @@ from app.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from app.limits import Limits
 from app.queue import JobQueue
 from app.schemas import Reference, VideoCreate, describe_validation_error
-from app.store import Store, VideoRecord, VideoStatus, format_seconds, new_video_id
+from app.store import (
+    IdempotencyConflict,
+    Store,
+    VideoRecord,
+    VideoStatus,
+    format_seconds,
+    new_video_id,
+)
 from models.card import ModelCard
 from models.spec import (
     AUDIO_TASKS,
@@ -61,6 +71,8 @@ ALL_EXTENSIONS = tuple(ext for exts in EXTENSIONS.values() for ext in exts)
 # Multipart overhead allowed above max_upload_bytes before the body is refused unread.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 INPUT_NAMES = {"image": Input.image, "video": Input.video, "audio": Input.audio}
+# Idempotency-Key values longer than this are refused (Stripe's limit).
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 @dataclass
@@ -89,18 +101,25 @@ def _nest(data: dict[str, Any], key: str, value: Any) -> None:
         data[key] = value
 
 
-def _check_declared_size(request: Request, limit: int) -> None:
+def max_body_bytes(settings: Settings) -> int:
+    """The largest request body read: an upload at the cap as a base64 data URL in JSON (4/3
+    of its size), plus room for the other fields. (app.limits.BodyLimit holds every request
+    to it; each file is then held to max_upload_bytes.)"""
+    return settings.max_upload_bytes * 4 // 3 + FORM_OVERHEAD_BYTES
+
+
+def _check_declared_size(request: Request, settings: Settings) -> None:
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + FORM_OVERHEAD_BYTES:
+    if length and length.isdigit() and int(length) > max_body_bytes(settings):
         raise PayloadTooLarge(
-            f"the request is {int(length)} bytes; uploads may be at most {limit} bytes "
-            "(VIDEOPOET_MAX_UPLOAD_BYTES)"
+            f"the request is {int(length)} bytes; uploads may be at most "
+            f"{settings.max_upload_bytes} bytes (VIDEOPOET_MAX_UPLOAD_BYTES)"
         )
 
 
 async def read_create_request(request: Request, settings: Settings) -> CreateRequest:
     """Parse a create body (JSON, multipart or urlencoded) into fields and uploads."""
-    _check_declared_size(request, settings.max_upload_bytes)
+    _check_declared_size(request, settings)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     data: dict[str, Any] = {}
     uploads: dict[str, UploadFile] = {}
@@ -122,6 +141,8 @@ async def read_create_request(request: Request, settings: Settings) -> CreateReq
         if body.strip():
             try:
                 data = await request.json()
+            except RecursionError:
+                raise InvalidRequest("the body is not valid JSON: nested too deeply") from None
             except ValueError as exc:
                 raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
             if not isinstance(data, dict):
@@ -200,31 +221,88 @@ def _check_file_type(name: str, upload: UploadFile) -> str:
     return ext if ext in ALL_EXTENSIONS else ".bin"
 
 
+def check_idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters "
+            "(a UUID is usual)",
+            param="Idempotency-Key",
+        )
+    return value
+
+
+def fingerprint(request: CreateRequest, **context: Any) -> str:
+    """SHA-256 of what a create asked for: its fields, its files' bytes, and `context` (the
+    endpoint's defaults), so a retry with the same body matches and any other does not."""
+    digest = hashlib.sha256()
+    fields = request.fields.model_dump(mode="json", exclude_none=True)
+    digest.update(json.dumps({"fields": fields, **context}, sort_keys=True).encode())
+    for name in sorted(request.uploads):
+        upload = request.uploads[name]
+        digest.update(f"\0{name}\0".encode())
+        upload.file.seek(0)
+        while chunk := upload.file.read(1024 * 1024):
+            digest.update(chunk)
+        upload.file.seek(0)
+    return digest.hexdigest()
+
+
 class Intake:
     """Turns create requests into records and jobs for one served model."""
 
-    def __init__(self, settings: Settings, store: Store, queue: JobQueue, card: ModelCard):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        queue: JobQueue,
+        card: ModelCard,
+        limits: Limits | None = None,
+    ):
         self.settings = settings
         self.store = store
         self.queue = queue
         self.card = card
+        self.limits = limits or Limits(store.redis)
 
     # --- inputs ------------------------------------------------------------------------
     def _probe(self, name: str, path: Path) -> MediaInfo:
+        s = self.settings
         try:
-            info = probe(path, timeout=self.settings.ffmpeg_timeout_seconds)
+            info = probe(path, timeout=s.ffmpeg_timeout_seconds, max_pixels=s.max_input_side**2)
         except MediaError as exc:
             raise InvalidRequest(f"{name}: {exc}", param=name, code="invalid_file") from exc
         if (
             info.kind in ("video", "audio")
             and info.duration is not None
-            and info.duration > self.settings.max_input_seconds
+            and info.duration > s.max_input_seconds
         ):
             raise InvalidRequest(
                 f"{name}: {info.duration:g} s is too long; inputs may be at most "
-                f"{self.settings.max_input_seconds:g} s (VIDEOPOET_MAX_INPUT_SECONDS)",
+                f"{s.max_input_seconds:g} s (VIDEOPOET_MAX_INPUT_SECONDS)",
                 param=name,
             )
+        if info.width and info.height and max(info.width, info.height) > s.max_input_side:
+            raise InvalidRequest(
+                f"{name}: {info.width}x{info.height} is too large; images and videos may be at "
+                f"most {s.max_input_side} pixels on a side (VIDEOPOET_MAX_INPUT_SIDE)",
+                param=name,
+            )
+        if info.kind == "video" and info.fps:
+            if info.fps > s.max_input_fps:
+                raise InvalidRequest(
+                    f"{name}: {info.fps:g} frames per second is too many; videos may have at "
+                    f"most {s.max_input_fps:g} (VIDEOPOET_MAX_INPUT_FPS)",
+                    param=name,
+                )
+            frames = (info.duration or 0.0) * info.fps
+            if frames > s.max_input_frames:
+                raise InvalidRequest(
+                    f"{name}: about {frames:.0f} frames is too many; videos may have at most "
+                    f"{s.max_input_frames} (VIDEOPOET_MAX_INPUT_FRAMES)",
+                    param=name,
+                )
         return info
 
     def _save_upload(self, name: str, upload: UploadFile, folder: Path) -> Path:
@@ -244,10 +322,12 @@ class Intake:
                 out.write(chunk)
         return path
 
-    def _save_reference(self, name: str, ref: Reference, folder: Path) -> Path:
+    def _save_reference(
+        self, name: str, ref: Reference, folder: Path, owner: str | None = None
+    ) -> Path:
         if ref.id is not None:
             source = self.store.get(ref.id)
-            if source is None:
+            if source is None or (owner is not None and source.owner != owner):
                 raise NotFound(f"{name}: no video with id {ref.id!r}", param=name)
             if source.status is not VideoStatus.completed:
                 raise Conflict(
@@ -293,7 +373,9 @@ class Intake:
             param=name,
         )
 
-    def _gather_inputs(self, request: CreateRequest, folder: Path) -> dict[str, StoredInput]:
+    def _gather_inputs(
+        self, request: CreateRequest, folder: Path, owner: str | None = None
+    ) -> dict[str, StoredInput]:
         """Save and probe every input; return them by the slot they fill."""
         stored: dict[str, StoredInput] = {}
         for name in FILE_FIELDS:
@@ -304,7 +386,7 @@ class Intake:
             path = (
                 self._save_upload(name, upload, folder)
                 if upload is not None
-                else self._save_reference(name, ref, folder)
+                else self._save_reference(name, ref, folder, owner)
             )
             info = self._probe(name, path)
             kind = self._slot(name, info)
@@ -425,11 +507,65 @@ class Intake:
         allowed_tasks: frozenset[Task] | None = None,
         remixed_from: str | None = None,
         idempotency_key: str | None = None,
+        owner: str | None = None,
+        identity: str = "anonymous",
     ) -> VideoRecord:
-        """Validate, store the inputs, write the record and enqueue its job."""
+        """Validate, store the inputs, write the record and enqueue its job.
+
+        `owner`: the caller's key (None on an open API); `identity`: what the caller's
+        active-video cap counts against. A repeated Idempotency-Key with the same request
+        returns the first video; with another request it is a 409.
+        """
+        video_id = new_video_id()
+        claim_key = fingerprint_value = None
+        if idempotency_key:
+            claim_key = self.store.idempotency_claim_key(owner, idempotency_key)
+            fingerprint_value = fingerprint(
+                request,
+                default_task=default_task.value if default_task else None,
+                allowed_tasks=sorted(t.value for t in allowed_tasks or ()),
+                remixed_from=remixed_from,
+            )
+            try:
+                earlier = self.store.claim_idempotency(claim_key, video_id, fingerprint_value)
+            except IdempotencyConflict as exc:
+                raise Conflict(
+                    str(exc), param="Idempotency-Key", code="idempotency_conflict"
+                ) from None
+            if earlier is not None:
+                return earlier
+        try:
+            record = self._make(
+                request,
+                video_id,
+                default_task=default_task,
+                allowed_tasks=allowed_tasks,
+                remixed_from=remixed_from,
+                owner=owner,
+                identity=identity,
+                claim_key=claim_key,
+            )
+        except BaseException:
+            if claim_key and fingerprint_value:
+                self.store.release_idempotency(claim_key, video_id, fingerprint_value)
+            raise
+        if claim_key and fingerprint_value:
+            self.store.complete_idempotency(claim_key, video_id, fingerprint_value)
+        return record
+
+    def _make(
+        self,
+        request: CreateRequest,
+        video_id: str,
+        *,
+        default_task: Task | None,
+        allowed_tasks: frozenset[Task] | None,
+        remixed_from: str | None,
+        owner: str | None,
+        identity: str,
+        claim_key: str | None,
+    ) -> VideoRecord:
         fields = request.fields
-        if idempotency_key and (earlier := self.store.find_idempotent(idempotency_key)):
-            return earlier
         if fields.model is not None and fields.model != self.card.name:
             raise InvalidRequest(
                 f"model {fields.model!r} is not served here; this server runs {self.card.name!r}",
@@ -438,12 +574,12 @@ class Intake:
             )
         check_size(fields.size, self.card)
         parse_seconds(fields.seconds)  # a malformed value fails before any upload is read
+        self.limits.reserve_slot(identity, video_id, self.settings.max_active_jobs_per_key)
 
-        video_id = new_video_id()
         folder = self.store.video_dir(video_id)
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            inputs = self._gather_inputs(request, folder)
+            inputs = self._gather_inputs(request, folder, owner)
             task = self._resolve_task(fields, inputs, default_task, allowed_tasks)
             video = inputs.get("video")
             if (
@@ -466,10 +602,14 @@ class Intake:
                 spec=spec,
                 remixed_from_video_id=remixed_from,
                 inputs={kind: stored.name for kind, stored in inputs.items()},
+                input_seconds=video.info.duration if video is not None else None,
+                owner=owner,
+                idempotency_claim=claim_key,
             )
-            self.store.create(record, idempotency_key=idempotency_key)
+            self.store.create(record)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
+            self.limits.release_slot(identity, video_id)
             raise
         try:
             self.queue.enqueue(
@@ -480,6 +620,7 @@ class Intake:
             )
         except BaseException:
             self.store.delete(video_id)
+            self.limits.release_slot(identity, video_id)
             raise
         logger.info("queued %s (%s) on %s", video_id, spec.task.value, self.queue.name)
         return record

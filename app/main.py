@@ -10,14 +10,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.routes import health, videos
+from app.intake import max_body_bytes
+from app.limits import BodyLimit
+from app.routes import health, playground, videos
+from app.schemas import VideoCreate
 from app.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -34,6 +39,24 @@ async def _sweep_expired(state: AppState) -> None:
         except RedisError as exc:
             logger.warning("expiry sweep skipped: %s", exc)
         await asyncio.sleep(interval)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the create body's schemas (the creating endpoints read JSON or
+    multipart themselves, so no signature declares them)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        create = VideoCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(create.pop("$defs", {}))
+        components["VideoCreate"] = create
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,7 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.videopoet = state
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes(settings))
     install_error_handlers(app)
     app.include_router(videos.router)
     app.include_router(health.router)
+    app.include_router(playground.router)
     return app

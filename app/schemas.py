@@ -135,3 +135,46 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
         shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
         parts.append(f"{loc}: {err.get('msg')}{shown}" if loc else f"{err.get('msg')}{shown}")
     return "; ".join(parts), param
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx body, in OpenAI's shape."""
+
+    error: ErrorDetail
+
+
+# Fields of a create that may carry a file in multipart (the others are plain form fields).
+FILE_FIELD_NAMES = ("input_reference", "image", "video", "audio")
+
+
+def create_body_openapi() -> dict[str, Any]:
+    """The request body of the creating endpoints for the OpenAPI document: they read JSON or
+    multipart themselves (FastAPI cannot declare "one of the two" from a signature)."""
+    form: dict[str, Any] = {}
+    for name, info in VideoCreate.model_fields.items():
+        if name in FILE_FIELD_NAMES:
+            form[name] = {"type": "string", "format": "binary"}
+        elif name == "task":
+            form[name] = {"type": "string", "enum": [t.value for t in Task]}
+        elif name == "mask_box":
+            form[name] = {"type": "string", "description": "x0,y0,x1,y1"}
+        else:
+            form[name] = {"type": "string"}
+        if info.description:
+            form[name]["description"] = info.description
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/VideoCreate"}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": form}},
+            },
+        }
+    }

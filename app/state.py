@@ -1,4 +1,5 @@
-"""What every request handler shares: settings, the model card, store, queue, intake."""
+"""What every request handler shares: settings, the model card, store, queue, intake, limits
+and the API keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from redis import Redis
 
 from app.config import Settings
 from app.intake import Intake
+from app.keys import parse_api_keys
+from app.limits import Limits
 from app.queue import JobQueue
 from app.store import Store
 from models.card import ModelCard, load_card
@@ -22,6 +25,8 @@ class AppState:
     store: Store
     queue: JobQueue
     intake: Intake
+    limits: Limits
+    api_keys: dict[str, str]  # sha256 hex of each key -> owner id; empty: the API is open
 
     @classmethod
     def build(cls, settings: Settings) -> AppState:
@@ -29,13 +34,16 @@ class AppState:
         redis = Redis.from_url(settings.redis, decode_responses=True)
         store = Store(redis, settings.artifacts, retention_seconds=settings.retention_seconds)
         queue = JobQueue(Redis.from_url(settings.redis), card.name)
+        limits = Limits(redis)
         return cls(
             settings=settings,
             card=card,
             redis=redis,
             store=store,
             queue=queue,
-            intake=Intake(settings, store, queue, card),
+            intake=Intake(settings, store, queue, card, limits),
+            limits=limits,
+            api_keys=parse_api_keys(settings.api_keys),
         )
 
     def close(self) -> None:

@@ -2,14 +2,20 @@
 
 A record is a Redis hash (one JSON-encoded value per field, so the API and a worker can
 update different fields without clobbering each other), listed by a sorted set scored by
-creation time. Status changes go through one Lua script that checks the current status, so
-a cancel and a completion cannot both win. Files live in ``<artifact_dir>/<video id>/``.
+creation time (and, for a keyed caller, by a sorted set of its own). Status changes go
+through one Lua script that checks the current status, so a cancel and a completion cannot
+both win. Files live in ``<artifact_dir>/<video id>/``.
+
+An Idempotency-Key is claimed before the video is made: the claim holds the video id and a
+fingerprint of the request, so a retry with the same body gets the same video and one with
+another body a 409.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -28,8 +34,16 @@ logger = logging.getLogger(__name__)
 KEY_PREFIX = "videopoet"
 RECORD_KEY = KEY_PREFIX + ":video:{}"  # hash: one video record
 INDEX_KEY = KEY_PREFIX + ":videos"  # zset: video id -> created_at in microseconds
+OWNER_INDEX_KEY = KEY_PREFIX + ":owner:{}:videos"  # zset: one API key's videos, as INDEX_KEY
 EXPIRY_KEY = KEY_PREFIX + ":expiry"  # zset: video id -> expires_at (unix seconds)
-IDEMPOTENCY_KEY = KEY_PREFIX + ":idempotency:{}"  # string: Idempotency-Key -> video id
+# string: JSON {"video_id", "fingerprint", "done"} under (owner, Idempotency-Key)
+IDEMPOTENCY_KEY = KEY_PREFIX + ":idempotency:{}:{}"
+# How long an Idempotency-Key is remembered (Stripe's: 24 hours).
+IDEMPOTENCY_SECONDS = 24 * 3600
+# How long a claim lasts while its request is being processed (inputs probed, job queued).
+IDEMPOTENCY_PENDING_SECONDS = 600
+# What a video id looks like (new_video_id); anything else never names a folder.
+VIDEO_ID_RE = re.compile(r"video_[0-9a-f]{32}")
 CLEANUP_LOCK_KEY = KEY_PREFIX + ":cleanup-lock"  # one API process sweeps at a time
 
 
@@ -79,7 +93,15 @@ class VideoRecord(BaseModel):
     has_audio: bool = False
     # Worker's acknowledgement of a cancel: when sampling actually stopped.
     stopped_at: float | None = None
+    # Jobs the worker ran together with this one, itself included (1: alone).
+    batch_size: int | None = None
+    # Duration of the input video as probed at intake: what the worker batches by.
+    input_seconds: float | None = None
     cancel_requested_at: float | None = None
+    # Owner id of the API key that created it (app/keys.py); None when the API was open.
+    owner: str | None = None
+    # The Redis key of its Idempotency-Key claim, released when the video is deleted.
+    idempotency_claim: str | None = None
 
 
 # Sets fields only while the record exists and its status is one of ARGV[1] (a JSON list of
@@ -114,6 +136,24 @@ def _encode(value: Any) -> str:
     return json.dumps(to_jsonable_python(value))
 
 
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used with another request, or its first request still runs."""
+
+
+# Claim KEYS[1] with ARGV[1] for ARGV[2] seconds unless it is held; returns the holder's value.
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+# Delete KEYS[1] only while it holds ARGV[1] (our own claim).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class Store:
     """Records in Redis (a client with ``decode_responses=True``) and files on disk."""
 
@@ -122,31 +162,74 @@ class Store:
         self.artifact_dir = Path(artifact_dir)
         self.retention_seconds = retention_seconds
         self._transition = redis.register_script(_TRANSITION)
+        self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
 
     # --- files -------------------------------------------------------------------------
     def video_dir(self, video_id: str) -> Path:
+        if not VIDEO_ID_RE.fullmatch(video_id):
+            # Ids come from new_video_id(); this keeps any other string out of the path.
+            raise ValueError(f"not a video id: {video_id!r}")
         return self.artifact_dir / video_id
 
     def path(self, video_id: str, name: str) -> Path:
         return self.video_dir(video_id) / name
 
     # --- records -----------------------------------------------------------------------
-    def create(self, record: VideoRecord, idempotency_key: str | None = None) -> None:
-        """Store a new record (and remember it under its Idempotency-Key for a day)."""
+    def create(self, record: VideoRecord) -> None:
+        """Store a new record (and mark its Idempotency-Key claim, if any, as done)."""
         fields: dict[Any, str] = {
             name: _encode(value) for name, value in record.model_dump(mode="json").items()
         }
+        created = time.time_ns() // 1000
         with self.redis.pipeline() as pipe:
             pipe.hset(RECORD_KEY.format(record.id), mapping=fields)
-            pipe.zadd(INDEX_KEY, {record.id: time.time_ns() // 1000})
-            if idempotency_key:
-                pipe.set(IDEMPOTENCY_KEY.format(idempotency_key), record.id, nx=True, ex=24 * 3600)
+            pipe.zadd(INDEX_KEY, {record.id: created})
+            if record.owner is not None:
+                pipe.zadd(OWNER_INDEX_KEY.format(record.owner), {record.id: created})
             pipe.execute()
 
-    def find_idempotent(self, idempotency_key: str) -> VideoRecord | None:
-        """The video an earlier request with this Idempotency-Key created, if any."""
-        video_id = cast("str | None", self.redis.get(IDEMPOTENCY_KEY.format(idempotency_key)))
-        return self.get(video_id) if video_id else None
+    # --- Idempotency-Key ---------------------------------------------------------------
+    @staticmethod
+    def idempotency_claim_key(owner: str | None, idempotency_key: str) -> str:
+        return IDEMPOTENCY_KEY.format(owner or "-", idempotency_key)
+
+    def claim_idempotency(
+        self, claim_key: str, video_id: str, fingerprint: str
+    ) -> VideoRecord | None:
+        """Claim `claim_key` for a new video; or the video its earlier request made.
+
+        Raises IdempotencyConflict when the earlier request had another fingerprint, or has
+        not finished making its video yet.
+        """
+        mine = json.dumps({"video_id": video_id, "fingerprint": fingerprint, "done": False})
+        held = self._claim(keys=[claim_key], args=[mine, IDEMPOTENCY_PENDING_SECONDS])
+        if held is None:
+            return None
+        claim = json.loads(held)
+        if claim["fingerprint"] != fingerprint:
+            raise IdempotencyConflict(
+                f"this Idempotency-Key was used with another request (video {claim['video_id']}); "
+                "a retry must send the same body, or use a new key"
+            )
+        # The record exists once its request has passed every check (even if that request
+        # died before marking its claim done).
+        record = self.get(claim["video_id"])
+        if record is None:
+            raise IdempotencyConflict(
+                "a request with this Idempotency-Key is still being processed; retry shortly"
+            )
+        return record
+
+    def complete_idempotency(self, claim_key: str, video_id: str, fingerprint: str) -> None:
+        """The claimed video exists: remember the key for IDEMPOTENCY_SECONDS."""
+        done = json.dumps({"video_id": video_id, "fingerprint": fingerprint, "done": True})
+        self.redis.set(claim_key, done, ex=IDEMPOTENCY_SECONDS)
+
+    def release_idempotency(self, claim_key: str, video_id: str, fingerprint: str) -> None:
+        """Drop our pending claim (the request failed: a retry may try again)."""
+        mine = json.dumps({"video_id": video_id, "fingerprint": fingerprint, "done": False})
+        self._release(keys=[claim_key], args=[mine])
 
     def get(self, video_id: str) -> VideoRecord | None:
         raw = self.redis.hgetall(RECORD_KEY.format(video_id))
@@ -197,33 +280,49 @@ class Store:
         return done
 
     def list_videos(
-        self, *, after: str | None = None, limit: int = 20, order: str = "desc"
+        self,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        order: str = "desc",
+        owner: str | None = None,
     ) -> tuple[list[VideoRecord], bool]:
-        """A page of records in creation order, and whether more follow."""
+        """A page of records in creation order (one owner's, or all when `owner` is None),
+        and whether more follow."""
+        index = OWNER_INDEX_KEY.format(owner) if owner is not None else INDEX_KEY
         start = 0
         if after is not None:
             rank = (
-                self.redis.zrevrank(INDEX_KEY, after)
+                self.redis.zrevrank(index, after)
                 if order == "desc"
-                else self.redis.zrank(INDEX_KEY, after)
+                else self.redis.zrank(index, after)
             )
             if rank is None:
                 raise KeyError(after)
             start = cast(int, rank) + 1
         ids = cast(
-            "list[str]", self.redis.zrange(INDEX_KEY, start, start + limit, desc=(order == "desc"))
+            "list[str]", self.redis.zrange(index, start, start + limit, desc=(order == "desc"))
         )
         records = [r for r in (self.get(i) for i in ids[:limit]) if r is not None]
         return records, len(ids) > limit
 
     def delete(self, video_id: str) -> bool:
         """Remove the record and its files. False when there was no such record."""
+        owner, claim = cast(
+            "list[str | None]",
+            self.redis.hmget(RECORD_KEY.format(video_id), ["owner", "idempotency_claim"]),
+        )
         with self.redis.pipeline() as pipe:
             pipe.delete(RECORD_KEY.format(video_id))
             pipe.zrem(INDEX_KEY, video_id)
             pipe.zrem(EXPIRY_KEY, video_id)
+            if owner and json.loads(owner):
+                pipe.zrem(OWNER_INDEX_KEY.format(json.loads(owner)), video_id)
+            if claim and json.loads(claim):
+                pipe.delete(json.loads(claim))
             existed = pipe.execute()[0]
-        shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
+        if VIDEO_ID_RE.fullmatch(video_id):
+            shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
         return bool(existed)
 
     def delete_expired(self, now: float | None = None) -> list[str]:

@@ -101,7 +101,7 @@ def main() -> None:
     for name in args.models:
         out = subprocess.run(
             [sys.executable, __file__, "--one", name, "--device", args.device],
-            cwd=ROOT, capture_output=True, text=True, check=True,
+            cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
         )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)

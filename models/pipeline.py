@@ -3,7 +3,8 @@
 `load_pipeline(name_or_path)` builds a preset from a fixed seed (`tiny`, or any preset with no
 shipped weights) or loads a checkpoint folder: `config.json` (a plain dict) beside one
 `.safetensors` per component. `Pipeline.generate` takes one spec or a batch; rows of the same
-task and length are sampled together.
+task and length are sampled together. `Pipeline.generate_batch` is the same batch with each row
+on its own: per-row progress, per-row cancel, and a row that cannot run fails alone.
 
 Per task (token shapes from the model card; t = latent frames):
 - unconditional / text_to_video: sample a clip (t=5); text_to_image: one latent frame.
@@ -27,7 +28,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,6 +239,7 @@ class _Row:
     inputs: GenerationInputs
     seed: int
     new_frames: int  # frames to generate (continuation: beyond the input)
+    index: int = 0  # position in the caller's batch
     frames: np.ndarray | None = None  # the video so far, (T, H, W, 3) at the card's size
     audio: np.ndarray | None = None
     prefix_tokens: int = 0
@@ -245,28 +247,39 @@ class _Row:
 
 
 class _Clock:
-    """Stage timings, progress over the planned sampling steps and time to first token."""
+    """Stage timings, each row's progress over its planned sampling steps, time to first token.
 
-    def __init__(self, total_steps: int, progress: Callable[[float, str], None] | None):
+    `progress(fraction, stage)` hears the whole call's progress; `row_progress(row, fraction,
+    stage)` each row's own.
+    """
+
+    def __init__(self, planned: dict[int, int], progress: Callable[[float, str], None] | None = None,
+                 row_progress: Callable[[int, float, str], None] | None = None):
         self.start = time.perf_counter()
         self.timings: dict[str, float] = {}
-        self.total = max(1, total_steps)
-        self.done = 0
+        self.planned = {row: max(1, steps) for row, steps in planned.items()}
+        self.total = max(1, sum(self.planned.values()))
+        self.done = dict.fromkeys(self.planned, 0)
         self.first_token: float | None = None
         self.progress = progress
+        self.row_progress = row_progress
 
     def add(self, stage: str, seconds: float) -> None:
         self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
-    def step(self, stage: str) -> Callable[[int, int], None]:
-        base = self.done
+    def step(self, stage: str, rows: list[_Row]) -> Callable[[int, int], None]:
+        """The sampler's callback for one sampling call over `rows`."""
+        base = {r.index: self.done[r.index] for r in rows}
 
         def on_token(i: int, n: int) -> None:
             if self.first_token is None:
                 self.first_token = time.perf_counter() - self.start
-            self.done = base + i
+            for row, done in base.items():
+                self.done[row] = done + i
+                if self.row_progress is not None:
+                    self.row_progress(row, min(1.0, self.done[row] / self.planned[row]), stage)
             if self.progress is not None:
-                self.progress(min(1.0, self.done / self.total), stage)
+                self.progress(min(1.0, sum(self.done.values()) / self.total), stage)
 
         return on_token
 
@@ -316,29 +329,73 @@ class Pipeline:
         GenerationCancelled when `should_cancel()` turns True between two sampling steps.
         """
         single = isinstance(specs, TaskSpec)
-        spec_list = [specs] if single else list(specs)
-        if inputs is None:
-            input_list = [GenerationInputs() for _ in spec_list]
-        else:
-            input_list = [inputs] if isinstance(inputs, GenerationInputs) else list(inputs)
-        if len(input_list) != len(spec_list):
-            raise ValueError(f"got {len(spec_list)} specs but {len(input_list)} inputs")
-        rows = [self._prepare_row(s, i) for s, i in zip(spec_list, input_list)]
-
-        groups: dict[tuple, list[int]] = {}
-        for index, row in enumerate(rows):
-            # rows of one group share every token shape and every number of steps
-            key = (row.spec.task, row.new_frames, row.spec.with_audio,
-                   0 if row.frames is None else len(row.frames))
-            groups.setdefault(key, []).append(index)
-        clock = _Clock(sum(self._planned_steps(rows[g[0]]) * len(g) for g in groups.values()), progress)
+        spec_list, input_list = _as_lists(specs, inputs)
+        rows = [self._prepare_row(s, i, index) for index, (s, i) in enumerate(zip(spec_list, input_list))]
+        clock = _Clock({row.index: self._planned_steps(row) for row in rows}, progress)
         with torch.inference_mode():
-            for members in groups.values():
-                self._run_group([rows[i] for i in members], clock, should_cancel)
+            for group in _groups(rows):
+                self._run_group(group, clock, should_cancel)
         if progress is not None:
             progress(1.0, "done")
         results = [self._result(row, clock) for row in rows]
         return results[0] if single else results
+
+    def generate_batch(
+        self,
+        specs: Sequence[TaskSpec],
+        inputs: Sequence[GenerationInputs] | None = None,
+        *,
+        progress: Callable[[int, float, str], None] | None = None,
+        should_cancel: Callable[[], Collection[int]] | None = None,
+    ) -> list[GenerationResult | Exception]:
+        """A batch whose rows live on their own (a server's batch of separate requests).
+
+        `progress(row, fraction, stage)` reports each row's sampling; `should_cancel()` returns
+        the rows to drop (indices into `specs`). A row's place in the returned list holds its
+        result, or the TaskSpecError that stops it from running (the others still run), or
+        GenerationCancelled when it was dropped. A group whose rows are all dropped stops
+        between two sampling steps; a row dropped while its group runs stays in the batch to
+        the end of the group (the sampler cannot shrink a batch yet), its output then thrown
+        away. An error while sampling or decoding is the whole call's (it shares the forward
+        passes) and is raised.
+        """
+        spec_list, input_list = _as_lists(list(specs), inputs)
+        failed: dict[int, Exception] = {}
+        rows: list[_Row] = []
+        for index, (spec, row_inputs) in enumerate(zip(spec_list, input_list)):
+            try:
+                rows.append(self._prepare_row(spec, row_inputs, index))
+            except TaskSpecError as exc:
+                failed[index] = exc
+        dropped = (lambda: frozenset()) if should_cancel is None else (lambda: frozenset(should_cancel()))
+        clock = _Clock({row.index: self._planned_steps(row) for row in rows}, row_progress=progress)
+        with torch.inference_mode():
+            for group in _groups(rows):
+                gone = dropped()
+                live = [row for row in group if row.index not in gone]
+                for row in group:
+                    if row.index in gone:
+                        failed[row.index] = GenerationCancelled("cancelled before sampling")
+                if not live:
+                    continue
+                members = frozenset(row.index for row in live)
+                try:
+                    self._run_group(live, clock, lambda members=members: members <= dropped())
+                except GenerationCancelled as exc:
+                    failed.update(dict.fromkeys(members, exc))
+        gone = dropped()
+        by_index = {row.index: row for row in rows}
+        results: list[GenerationResult | Exception] = []
+        for index in range(len(spec_list)):
+            if index in failed:
+                results.append(failed[index])
+            elif index in gone:
+                results.append(GenerationCancelled("cancelled while sampling"))
+            else:
+                results.append(self._result(by_index[index], clock))
+                if progress is not None:
+                    progress(index, 1.0, "done")
+        return results
 
     def save(self, folder: str | Path) -> Path:
         """Write config.json and one .safetensors per component into `folder`."""
@@ -358,13 +415,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ preparation
 
-    def _prepare_row(self, spec: TaskSpec, inputs: GenerationInputs) -> _Row:
+    def _prepare_row(self, spec: TaskSpec, inputs: GenerationInputs, index: int = 0) -> _Row:
         spec.check_inputs(inputs.present())
         if spec.with_audio and spec.task is Task.text_to_image:
             raise TaskSpecError("with_audio adds a soundtrack to a video; text_to_image makes a still image")
         card = self.card
         seed = spec.seed if spec.seed is not None else secrets.randbelow(2**63)
-        row = _Row(spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card))
+        row = _Row(spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index)
         if inputs.video is not None:
             video = _check_array("video", inputs.video, ndim=4)
             video = resample_frames(video, inputs.video_fps, card.fps)
@@ -466,7 +523,7 @@ class Pipeline:
         batch = assemble(layout, self.vocab, text=states, text_mask=mask, batch_size=len(rows), **content)
         t0 = time.perf_counter()
         out = generate_tokens(
-            self.lm, self.vocab, batch, params, progress=clock.step(task.value),
+            self.lm, self.vocab, batch, params, progress=clock.step(task.value, rows),
             should_cancel=should_cancel, static_step=self.static_step,
         )
         clock.add("sampling", time.perf_counter() - t0)
@@ -590,6 +647,28 @@ class Pipeline:
 
 
 _EXTENDS = {Task.unconditional, Task.text_to_video, Task.image_to_video, Task.continuation}
+
+
+def _as_lists(specs, inputs) -> tuple[list[TaskSpec], list[GenerationInputs]]:
+    spec_list = [specs] if isinstance(specs, TaskSpec) else list(specs)
+    if inputs is None:
+        input_list = [GenerationInputs() for _ in spec_list]
+    else:
+        input_list = [inputs] if isinstance(inputs, GenerationInputs) else list(inputs)
+    if len(input_list) != len(spec_list):
+        raise ValueError(f"got {len(spec_list)} specs but {len(input_list)} inputs")
+    return spec_list, input_list
+
+
+def _groups(rows: list[_Row]) -> list[list[_Row]]:
+    """Rows that can share one sampling batch: same task, output length, soundtrack and input
+    length, so they share every token shape and every number of steps."""
+    groups: dict[tuple, list[_Row]] = {}
+    for row in rows:
+        key = (row.spec.task, row.new_frames, row.spec.with_audio,
+               0 if row.frames is None else len(row.frames))
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
 
 
 def _tail(frames: np.ndarray, n: int) -> np.ndarray:

@@ -169,7 +169,10 @@ class TextEncoder(nn.Module):
                 raise ValueError("the t5 text encoder needs `path`: a local folder holding it")
             from transformers import AutoTokenizer, T5EncoderModel
 
-            self.encoder = T5EncoderModel.from_pretrained(path, local_files_only=True)
+            # safetensors only: a pytorch_model.bin is a pickle, which can run code on load.
+            self.encoder = T5EncoderModel.from_pretrained(
+                path, local_files_only=True, use_safetensors=True
+            )
             self.hf_tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             self.dim = self.encoder.config.d_model
         else:

@@ -1,9 +1,13 @@
 """Job functions: module-level, JSON arguments, enqueued by dotted string
 (``workers.jobs.run_video``) so the API never imports this module or torch.
 
-A job runs in the worker process, on the pipeline that process loaded once. Its life:
-prepare (claim the record, decode inputs) -> perform (generate) -> store outputs (encode,
-mux, thumbnail, spritesheet) -> completed; or cancelled, or failed with a message.
+Jobs run in the worker process, on the pipeline that process loaded once, in batches of
+compatible jobs (workers/batching.py picks them): `run_videos` runs a batch with one pipeline
+call, `run_video` (the RQ job function) is a batch of one. A job's life: prepare (claim the
+record, decode inputs) -> generate (the batch's pipeline call) -> store outputs (encode, mux,
+thumbnail, spritesheet) -> completed; or cancelled, or failed with a message. Each job of a
+batch keeps its own record, progress, cancel and failure; only what the batch shares (the
+sampling, its timeout) fails the batch.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 import shutil
 import threading
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,26 +43,25 @@ PROGRESS_WRITE_SECONDS = 1.0
 CANCEL_CHECK_SECONDS = 0.2
 RUNNING = frozenset({VideoStatus.in_progress})
 
-
-class JobCancelled(Exception):
-    """The video was cancelled or deleted while its job ran."""
+Outcome = dict[str, Any] | Exception  # a job's result dict, or what failed it
 
 
 class ProgressReporter:
-    """Writes progress to the record from a thread, and turns a cancel into a local flag.
+    """Writes the progress of a batch's videos to their records from one thread, and turns a
+    cancel (or a delete) of any of them into a local flag.
 
-    The pipeline calls `on_progress` and `should_cancel` from its sampling loop: both are
+    The pipeline calls `on_progress` and the cancel check from its sampling loop: both are
     plain memory operations; only the thread talks to Redis.
     """
 
-    def __init__(self, store: Store, video_id: str):
+    def __init__(self, store: Store):
         self.store = store
-        self.video_id = video_id
-        self.progress = 0.0
-        self.stage = "inputs"
-        self._cancelled = threading.Event()
+        self.progress: dict[str, float] = {}
+        self.stage: dict[str, str] = {}
+        self._cancelled: set[str] = set()
+        self._ended: set[str] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"progress-{video_id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def __enter__(self) -> ProgressReporter:
         self._thread.start()
@@ -66,52 +71,97 @@ class ProgressReporter:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def set(self, progress: float, stage: str) -> None:
-        self.progress, self.stage = progress, stage
+    def watch(self, video_id: str) -> None:
+        """Start watching a video this worker claimed (status in_progress)."""
+        self.set(video_id, 0.0, "inputs")
 
-    def on_progress(self, fraction: float, stage: str) -> None:
-        """The pipeline's callback: fraction of sampling done, and what it samples."""
+    def set(self, video_id: str, progress: float, stage: str) -> None:
+        self.progress[video_id], self.stage[video_id] = progress, stage
+
+    def on_progress(self, video_id: str, fraction: float, stage: str) -> None:
+        """The pipeline's callback: fraction of this video's sampling done, and what it samples."""
         span = PROGRESS_SAMPLING_DONE - PROGRESS_INPUTS_DONE
-        self.set(PROGRESS_INPUTS_DONE + span * min(max(fraction, 0.0), 1.0), stage)
+        self.set(video_id, PROGRESS_INPUTS_DONE + span * min(max(fraction, 0.0), 1.0), stage)
 
-    def should_cancel(self) -> bool:
-        return self._cancelled.is_set()
+    def cancelled(self, video_id: str) -> bool:
+        return video_id in self._cancelled
 
-    def check_cancelled(self) -> None:
-        if self._cancelled.is_set():
-            raise JobCancelled(self.video_id)
+    def end(self, video_id: str) -> None:
+        """Stop watching a video: its record is about to get its final status."""
+        self._ended.add(video_id)
 
     def _run(self) -> None:
-        last_write = 0.0
-        written: tuple[int, str] | None = None
+        last_write: dict[str, float] = {}
+        written: dict[str, tuple[int, str]] = {}
         while not self._stop.wait(CANCEL_CHECK_SECONDS):
-            try:
-                status = self.store.status(self.video_id)
-                if status is not VideoStatus.in_progress:
-                    self._cancelled.set()
-                    return
-                now = time.monotonic()
-                current = (int(self.progress), self.stage)
-                if current != written or now - last_write >= PROGRESS_WRITE_SECONDS:
-                    self.store.update(
-                        self.video_id, only_if=RUNNING, progress=current[0], stage=current[1]
-                    )
-                    written, last_write = current, now
-            except Exception:  # a Redis hiccup must not kill the job; the next tick retries
-                logger.warning("progress of %s not written", self.video_id, exc_info=True)
+            watched = [v for v in list(self.progress) if v not in self._ended | self._cancelled]
+            for video_id in watched:
+                try:
+                    if self.store.status(video_id) is not VideoStatus.in_progress:
+                        self._cancelled.add(video_id)
+                        continue
+                    now = time.monotonic()
+                    current = (int(self.progress[video_id]), self.stage[video_id])
+                    if (
+                        current != written.get(video_id)
+                        or now - last_write.get(video_id, 0.0) >= PROGRESS_WRITE_SECONDS
+                    ):
+                        self.store.update(
+                            video_id, only_if=RUNNING, progress=current[0], stage=current[1]
+                        )
+                        written[video_id], last_write[video_id] = current, now
+                except Exception:  # a Redis hiccup must not kill the job; the next tick retries
+                    logger.warning("progress of %s not written", video_id, exc_info=True)
 
 
 def run_video(video_id: str) -> dict[str, Any]:
-    """The job: generate the video `video_id` describes (its record holds the spec)."""
-    return VideoJob(runtime.current(), video_id).perform()
+    """The RQ job: generate the video `video_id` describes (its record holds the spec).
+
+    `videopoet worker` runs it through `run_videos`, batched with compatible jobs; this is the
+    same job alone. Raises what failed it (its record already says so).
+    """
+    job = get_current_job()
+    enqueued_at = [_timestamp(job.enqueued_at)] if job is not None else None
+    timeout = job.timeout if job is not None else None
+    outcome = run_videos([video_id], enqueued_at=enqueued_at, timeout=timeout)[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def run_videos(
+    video_ids: Sequence[str],
+    *,
+    enqueued_at: Sequence[float | None] | None = None,
+    timeout: int | None = None,
+) -> list[Outcome]:
+    """Several jobs as one batch: each job's outcome, in order (see VideoBatch.perform)."""
+    return VideoBatch(
+        runtime.current(), video_ids, enqueued_at=enqueued_at, timeout=timeout
+    ).perform()
 
 
 class VideoJob:
-    def __init__(self, rt: runtime.Runtime, video_id: str):
+    """One video's part of a batch: its record, stages and endings."""
+
+    def __init__(
+        self,
+        rt: runtime.Runtime,
+        video_id: str,
+        *,
+        batch_size: int = 1,
+        enqueued_at: float | None = None,
+        timeout: int | None = None,
+    ):
         self.rt = rt
         self.store = rt.store
         self.video_id = video_id
+        self.batch_size = batch_size
+        self.enqueued_at = enqueued_at
+        self.timeout = timeout
         self.started = time.perf_counter()
+        # Seconds of the stages the pipeline does not time: queue, inputs, mux.
+        self.timings: dict[str, float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
     def prepare(self) -> VideoRecord | None:
@@ -134,43 +184,22 @@ class VideoJob:
             attempts=record.attempts + 1,
             worker=self.rt.worker_name,
             error=None,
+            batch_size=self.batch_size,
         )
         if claimed != 1:
             return None
+        queued = max(0.0, time.time() - (self.enqueued_at or record.created_at))
+        self.timings["queue"] = queued
         if record.attempts == 0:
-            metrics.QUEUE_WAIT.labels(record.task.value).observe(
-                max(0.0, time.time() - record.created_at)
-            )
+            metrics.QUEUE_WAIT.labels(record.task.value).observe(queued)
+        logger.info(
+            "running %s (%s, attempt %d, batch of %d)",
+            self.video_id,
+            record.task.value,
+            record.attempts + 1,
+            self.batch_size,
+        )
         return record
-
-    def perform(self) -> dict[str, Any]:
-        record = self.prepare()
-        if record is None:
-            return {"status": "skipped"}
-        task = record.task.value
-        logger.info("running %s (%s, attempt %d)", self.video_id, task, record.attempts + 1)
-        try:
-            with ProgressReporter(self.store, self.video_id) as reporter:
-                with _timed("inputs"):
-                    spec, inputs = self.prepare_inputs(record)
-                reporter.set(PROGRESS_INPUTS_DONE, "sampling")
-                reporter.check_cancelled()
-                result = self.rt.pipeline.generate(
-                    spec,
-                    inputs,
-                    progress=reporter.on_progress,
-                    should_cancel=reporter.should_cancel,
-                )
-                reporter.check_cancelled()
-                reporter.set(PROGRESS_SAMPLING_DONE, "mux")
-                with _timed("mux"):
-                    outputs = self.store_outputs(record, result)
-        except Exception as exc:
-            if _is_cancel(exc):
-                return self.handle_cancelled(record)
-            self.handle_failure(record, exc)
-            raise
-        return self.handle_success(record, result, outputs)
 
     # --- stages ------------------------------------------------------------------------
     def prepare_inputs(self, record: VideoRecord) -> tuple[TaskSpec, Any]:
@@ -191,6 +220,12 @@ class VideoJob:
     def handle_success(self, record: VideoRecord, result: Any, outputs: dict[str, str]) -> dict:
         frames = len(result.frames) if record.task not in IMAGE_TASKS else None
         seconds = media.STILL_VIDEO_SECONDS if frames is None else frames / result.fps
+        timings = {
+            "queue": self.timings.get("queue", 0.0),
+            "inputs": self.timings.get("inputs", 0.0),
+            **dict(result.timings),
+            "mux": self.timings.get("mux", 0.0),
+        }
         done = self.store.finish(
             self.video_id,
             VideoStatus.completed,
@@ -200,7 +235,7 @@ class VideoJob:
             outputs=outputs,
             seconds=format_seconds(seconds),
             tokens=dict(result.tokens),
-            timings={k: round(float(v), 4) for k, v in result.timings.items()},
+            timings={k: round(float(v), 4) for k, v in timings.items()},
             has_audio=result.audio is not None,
         )
         if done == -1:
@@ -231,16 +266,17 @@ class VideoJob:
         logger.info("cancelled %s", self.video_id)
         return {"status": "cancelled"}
 
-    def handle_failure(self, record: VideoRecord, exc: Exception) -> None:
+    def handle_failure(self, record: VideoRecord, exc: Exception, stage: str | None = None) -> None:
+        """Fail the record with what went wrong; `stage` "inputs" when decoding them failed."""
         if isinstance(exc, JobTimeoutException):
-            job = get_current_job()
-            timeout = job.timeout if job is not None else self.rt.settings.job_timeout_seconds
             code = "timeout"
             message = (
-                f"generation took longer than the job timeout ({timeout} s, "
+                f"generation took longer than the job timeout ({self.timeout} s, "
                 "VIDEOPOET_JOB_TIMEOUT_SECONDS) and was stopped"
             )
-        elif isinstance(exc, (TaskSpecError, media.MediaError)):
+        elif isinstance(exc, TaskSpecError) or (
+            isinstance(exc, media.MediaError) and stage == "inputs"
+        ):
             code, message = "invalid_input", str(exc)
         else:
             code, message = "generation_error", f"{type(exc).__name__}: {exc}"
@@ -273,7 +309,147 @@ class VideoJob:
             metrics.TIME_TO_FIRST_TOKEN.labels(task).observe(result.time_to_first_token)
         metrics.JOBS.labels(task, status).inc()
         metrics.JOB_SECONDS.labels(task, status).observe(time.perf_counter() - self.started)
-        metrics.E2E_SECONDS.labels(task).observe(max(0.0, time.time() - record.created_at))
+        created = self.enqueued_at or record.created_at
+        metrics.E2E_SECONDS.labels(task).observe(max(0.0, time.time() - created))
+
+
+class VideoBatch:
+    """Jobs sampled together: one pipeline call; each job its own record, progress, cancel and
+    failure. A job whose inputs fail to decode or validate, or whose outputs fail to encode,
+    fails alone; a cancelled job stops alone; the job timeout and an error inside the shared
+    sampling end every job still running."""
+
+    def __init__(
+        self,
+        rt: runtime.Runtime,
+        video_ids: Sequence[str],
+        *,
+        enqueued_at: Sequence[float | None] | None = None,
+        timeout: int | None = None,
+    ):
+        self.rt = rt
+        queued = list(enqueued_at) if enqueued_at is not None else [None] * len(video_ids)
+        self.jobs = [
+            VideoJob(rt, video_id, batch_size=len(video_ids), enqueued_at=at, timeout=timeout)
+            for video_id, at in zip(video_ids, queued)
+        ]
+
+    def perform(self) -> list[Outcome]:
+        """Each job's outcome, in order: its result dict (completed, cancelled, skipped, deleted)
+        or the exception that failed it, its record already failed with the reason."""
+        outcomes: list[Outcome | None] = [None] * len(self.jobs)
+        running: list[tuple[int, VideoJob, VideoRecord]] = []
+        with ProgressReporter(self.rt.store) as reporter:
+            try:
+                for i, job in enumerate(self.jobs):
+                    record = job.prepare()
+                    if record is None:
+                        outcomes[i] = {"status": "skipped"}
+                    else:
+                        reporter.watch(job.video_id)
+                        running.append((i, job, record))
+                self.perform_running(running, outcomes, reporter)
+            except Exception as exc:  # the job timeout, or the shared sampling broke
+                for i, job, record in running:
+                    if outcomes[i] is None:
+                        outcomes[i] = self.end(job, record, exc, reporter)
+                for i, job in enumerate(self.jobs):
+                    if outcomes[i] is None:  # not even claimed
+                        outcomes[i] = exc
+        return [o if o is not None else {"status": "skipped"} for o in outcomes]
+
+    def perform_running(
+        self,
+        running: list[tuple[int, VideoJob, VideoRecord]],
+        outcomes: list[Outcome | None],
+        reporter: ProgressReporter,
+    ) -> None:
+        ready = []
+        for i, job, record in running:
+            if reporter.cancelled(job.video_id):
+                outcomes[i] = self.end(job, record, None, reporter)
+                continue
+            try:
+                with _timed("inputs", job.timings):
+                    spec, inputs = job.prepare_inputs(record)
+            except JobTimeoutException:
+                raise
+            except Exception as exc:  # this job's inputs: it fails alone
+                outcomes[i] = self.end(job, record, exc, reporter, stage="inputs")
+                continue
+            reporter.set(job.video_id, PROGRESS_INPUTS_DONE, "sampling")
+            ready.append((i, job, record, spec, inputs))
+        if not ready:
+            return
+        results = self.generate(
+            [(job.video_id, spec, inputs) for _, job, _, spec, inputs in ready], reporter
+        )
+        for (i, job, record, _, _), result in zip(ready, results):
+            if isinstance(result, Exception) or reporter.cancelled(job.video_id):
+                error = result if isinstance(result, Exception) else None
+                outcomes[i] = self.end(job, record, error, reporter)
+                continue
+            reporter.set(job.video_id, PROGRESS_SAMPLING_DONE, "mux")
+            try:
+                with _timed("mux", job.timings):
+                    outputs = job.store_outputs(record, result)
+            except JobTimeoutException:
+                raise
+            except Exception as exc:  # this job's encoding: it fails alone
+                outcomes[i] = self.end(job, record, exc, reporter)
+                continue
+            reporter.end(job.video_id)
+            outcomes[i] = job.handle_success(record, result, outputs)
+
+    def generate(
+        self, rows: list[tuple[str, TaskSpec, Any]], reporter: ProgressReporter
+    ) -> list[Any]:
+        """The pipeline's results (or a row's exception) for `rows` (video id, spec, inputs)."""
+        pipeline = self.rt.pipeline
+        ids = [video_id for video_id, _, _ in rows]
+        specs = [spec for _, spec, _ in rows]
+        inputs = [row_inputs for _, _, row_inputs in rows]
+        if hasattr(pipeline, "generate_batch"):
+            return pipeline.generate_batch(
+                specs,
+                inputs,
+                progress=lambda row, fraction, stage: reporter.on_progress(
+                    ids[row], fraction, stage
+                ),
+                should_cancel=lambda: [r for r, v in enumerate(ids) if reporter.cancelled(v)],
+            )
+        # A pipeline without batches (VIDEOPOET_PIPELINE_FACTORY): one row after another.
+        results: list[Any] = []
+        for video_id, spec, row_inputs in rows:
+            try:
+                results.append(
+                    pipeline.generate(
+                        spec,
+                        row_inputs,
+                        progress=lambda f, stage, v=video_id: reporter.on_progress(v, f, stage),
+                        should_cancel=lambda v=video_id: reporter.cancelled(v),
+                    )
+                )
+            except JobTimeoutException:
+                raise
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    @staticmethod
+    def end(
+        job: VideoJob,
+        record: VideoRecord,
+        exc: Exception | None,
+        reporter: ProgressReporter,
+        stage: str | None = None,
+    ) -> Outcome:
+        """A job that will not complete: cancelled (exc None or a cancel), or failed by `exc`."""
+        reporter.end(job.video_id)
+        if exc is None or _is_cancel(exc) or reporter.cancelled(job.video_id):
+            return job.handle_cancelled(record)
+        job.handle_failure(record, exc, stage)
+        return exc
 
 
 def decode_inputs(
@@ -346,25 +522,30 @@ def write_outputs(folder: Path, task: Task, result: Any, *, timeout: float) -> d
 
 
 class _timed:
-    """Observe a job stage's seconds (stages the pipeline does not time itself)."""
+    """Time a job stage the pipeline does not time itself: into `into` and its metric."""
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, into: dict[str, float]):
         self.stage = stage
+        self.into = into
 
     def __enter__(self) -> None:
         self.t0 = time.perf_counter()
 
     def __exit__(self, exc_type: object, *_: object) -> None:
+        seconds = time.perf_counter() - self.t0
+        self.into[self.stage] = seconds
         if exc_type is None:
-            metrics.STAGE_SECONDS.labels(self.stage).observe(time.perf_counter() - self.t0)
+            metrics.STAGE_SECONDS.labels(self.stage).observe(seconds)
 
 
 def _is_cancel(exc: Exception) -> bool:
-    if isinstance(exc, JobCancelled):
-        return True
     from models.pipeline import GenerationCancelled
 
     return isinstance(exc, GenerationCancelled)
+
+
+def _timestamp(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
 
 
 def scale_box(

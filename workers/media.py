@@ -103,10 +103,12 @@ _INPUT_RE = re.compile(r"^Input #0, (.+), from ", re.M)
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)")
 _STREAM_RE = re.compile(r"^\s*Stream #0:\d+[^:]*: (Video|Audio): (\w+)(.*)$", re.M)
 _SIZE_RE = re.compile(r", (\d+)x(\d+)(?=[ ,\[]|$)")
-_FPS_RE = re.compile(r", (\d+(?:\.\d+)?) fps")
-_TBR_RE = re.compile(r", (\d+(?:\.\d+)?) tbr")
+# ffmpeg prints a rate that is a multiple of 1000 as "1k", "30k".
+_FPS_RE = re.compile(r", (\d+(?:\.\d+)?)(k?) fps")
+_TBR_RE = re.compile(r", (\d+(?:\.\d+)?)(k?) tbr")
 _RATE_RE = re.compile(r", (\d+) Hz")
 _ROTATION_RE = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees")
+_MAX_PIXELS_RE = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 
 
 def parse_probe(stderr: str) -> MediaInfo:
@@ -124,7 +126,7 @@ def parse_probe(stderr: str) -> MediaInfo:
             if m := _SIZE_RE.search(rest):
                 info["width"], info["height"] = int(m[1]), int(m[2])
             if m := (_FPS_RE.search(rest) or _TBR_RE.search(rest)):
-                info["fps"] = float(m[1])
+                info["fps"] = float(m[1]) * (1000 if m[2] else 1)
         elif kind == "Audio" and "audio_codec" not in info:
             info["audio_codec"] = codec
             if m := _RATE_RE.search(rest):
@@ -135,16 +137,22 @@ def parse_probe(stderr: str) -> MediaInfo:
     return MediaInfo(**info)
 
 
-def probe(path: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> MediaInfo:
+def probe(
+    path: str | Path, *, timeout: float = DEFAULT_TIMEOUT, max_pixels: int | None = None
+) -> MediaInfo:
     """Describe a file, decoding its first seconds so a corrupt one fails here.
 
-    Raises MediaError for an empty, truncated or unreadable file.
+    `max_pixels`: ffmpeg refuses to decode a larger picture, so a small file that declares a
+    huge one (a decompression bomb) fails here without the memory it would take.
+    Raises MediaError for an empty, truncated, unreadable or too large file.
     """
     path = Path(path)
     if path.stat().st_size == 0:
         raise MediaError("the file is empty (0 bytes)")
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-xerror", "-i", str(path), "-t", "2"]
-    args += ["-f", "null", "-"]
+    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-xerror"]
+    if max_pixels:
+        args += ["-max_pixels", str(max_pixels)]
+    args += ["-i", str(path), "-t", "2", "-f", "null", "-"]
     try:
         proc = subprocess.run(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout
@@ -153,6 +161,10 @@ def probe(path: str | Path, *, timeout: float = DEFAULT_TIMEOUT) -> MediaInfo:
         raise MediaTimeout(f"reading the file took longer than {timeout:g} s") from exc
     stderr = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
+        if m := _MAX_PIXELS_RE.search(stderr):
+            raise MediaError(
+                f"the picture is {m[1]}x{m[2]}: more than the {max_pixels} pixels read per frame"
+            )
         raise MediaError(f"the file cannot be decoded: {_last_error(proc.stderr)}")
     info = parse_probe(stderr)
     if info.kind is None:

@@ -11,6 +11,8 @@ from prometheus_client import Counter, Histogram
 # Seconds to an hour: tiny models take a second, paper-sized ones minutes.
 SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 TOKENS_PER_SECOND_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+# Jobs per batch: one to a large GPU batch.
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 QUEUE_WAIT = Histogram(
     "videopoet_queue_wait_seconds",
@@ -57,6 +59,11 @@ TOKENS_PER_SECOND = Histogram(
     "Generated tokens per second of sampling, per job.",
     ["task"],
     buckets=TOKENS_PER_SECOND_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "videopoet_batch_size",
+    "Jobs a worker took together into one batch (1: a job alone).",
+    buckets=BATCH_SIZE_BUCKETS,
 )
 JOBS = Counter(
     "videopoet_jobs",

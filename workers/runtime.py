@@ -54,6 +54,10 @@ def resolve_device(device: str) -> str:
 def load_pipeline(settings: Settings) -> tuple[Any, float]:
     """The pipeline (by VIDEOPOET_PIPELINE_FACTORY when set) and the seconds it took."""
     device = resolve_device(settings.device)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     started = time.perf_counter()
     if settings.pipeline_factory:
         module_name, _, func_name = settings.pipeline_factory.partition(":")

@@ -5,7 +5,13 @@ CUDA context; `VideoWorker` is a `SimpleWorker` (jobs run in-process) that also 
 while a job runs, so a worker killed mid-job is noticed within `worker_lost_seconds` and its
 job re-run by a live worker (RQ's StartedJobRegistry cleanup + the job's `Retry`).
 
-Lifecycle: SIGTERM/SIGINT -> finish the current job, then exit (a second one: exit now).
+Batches: having dequeued a job, the worker takes the queued jobs that can share its sampling
+batch (workers/batching.py, up to VIDEOPOET_BATCH_SIZE within VIDEOPOET_BATCH_WINDOW_SECONDS)
+and runs them in one pipeline call. Each job of a batch is an RQ execution of its own, as if it
+ran alone: in the StartedJobRegistry, heartbeated, finished (or failed) on its own; a worker
+killed mid-batch leaves every job of it to be found abandoned and re-run.
+
+Lifecycle: SIGTERM/SIGINT -> finish the current batch, then exit (a second one: exit now).
 """
 
 from __future__ import annotations
@@ -26,14 +32,16 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from app.config import Settings, get_settings
-from app.queue import WORKER_INFO_KEY, WORKERS_KEY, queue_name
+from app.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name
 from app.store import Store, VideoError, VideoStatus
-from workers import metrics, runtime
+from workers import jobs, metrics, runtime
+from workers.batching import Batcher
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +50,16 @@ BEACON_SECONDS = 3.0
 
 
 class JobHeartbeat:
-    """While a job runs in the main thread, keep its StartedJobRegistry entry fresh."""
+    """While jobs run in the main thread, keep their StartedJobRegistry entries fresh.
 
-    def __init__(self, worker: VideoWorker, job: Job, execution: Execution):
-        self.worker, self.job, self.execution = worker, job, execution
+    `running` is the batch's (job, execution) pairs; the main thread adds the jobs it takes
+    and removes those it finishes, the thread beats for whatever is there.
+    """
+
+    def __init__(self, worker: VideoWorker, running: list[tuple[Job, Execution]]):
+        self.worker, self.running = worker, running
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def __enter__(self) -> JobHeartbeat:
         self._thread.start()
@@ -59,18 +71,23 @@ class JobHeartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.worker.job_monitoring_interval):
-            try:
-                self.worker.maintain_heartbeats(self.job, self.execution)
-            except Exception:  # Redis away for a moment: try again next beat
-                logger.warning("heartbeat for job %s failed", self.job.id, exc_info=True)
+            for job, execution in list(self.running):
+                try:
+                    self.worker.maintain_heartbeats(job, execution)
+                except Exception:  # Redis away for a moment: try again next beat
+                    logger.warning("heartbeat for job %s failed", job.id, exc_info=True)
 
 
 class VideoWorker(SimpleWorker):
-    """Runs jobs in-process (model stays loaded), heartbeating while they run."""
+    """Runs jobs in-process (model stays loaded) in batches of compatible jobs, heartbeating
+    every job while they run."""
 
-    def __init__(self, *args: Any, worker_lost_seconds: int, **kwargs: Any):
+    def __init__(
+        self, *args: Any, worker_lost_seconds: int, batcher: Batcher | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.worker_lost_seconds = worker_lost_seconds
+        self.batcher = batcher
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # The registry entry expires this long after the last heartbeat: the time a dead
@@ -78,10 +95,64 @@ class VideoWorker(SimpleWorker):
         return self.worker_lost_seconds
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
-        with JobHeartbeat(self, job, execution):
-            self.perform_job(job, queue, execution)
+        if job.func_name != RUN_VIDEO:  # not ours: RQ's own way, alone
+            execution = self.prepare_execution(job)
+            with JobHeartbeat(self, [(job, execution)]):
+                self.perform_job(job, queue, execution)
+            self.set_state(WorkerStatus.IDLE)
+            return
+        # Busy from here: a SIGTERM now lets this batch finish (and take no more jobs).
+        self.set_state(WorkerStatus.BUSY)
+        running: list[tuple[Job, Execution]] = []
+        with JobHeartbeat(self, running):
+            running.append((job, self.start_execution(job)))
+            if self.batcher is not None:
+                try:
+                    companions = self.batcher.companions(
+                        job, queue, stop=lambda: self._stop_requested
+                    )
+                except Exception:  # Redis away for a moment: run the first job alone
+                    logger.warning(
+                        "could not look for jobs to batch with %s", job.id, exc_info=True
+                    )
+                    companions = []
+                for companion in companions:
+                    running.append((companion, self.start_execution(companion)))
+            metrics.BATCH_SIZE.observe(len(running))
+            self.perform_batch(running, queue)
         self.set_state(WorkerStatus.IDLE)
+
+    def start_execution(self, job: Job) -> Execution:
+        """Register a job this worker took as started (what perform_job does before running
+        it), right away: from here a killed worker's job is found abandoned and re-run."""
+        execution = self.prepare_execution(job)
+        self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        job.started_at = now()
+        return execution
+
+    def perform_batch(self, running: list[tuple[Job, Execution]], queue: Queue) -> None:
+        """Run the jobs in one pipeline call (workers.jobs.run_videos) under their timeout,
+        then finish each job's RQ execution with its own outcome."""
+        first = running[0][0]
+        timeout = first.timeout or queue.DEFAULT_TIMEOUT  # equal across a batch (batch_key)
+        video_ids = [str(job.args[0]) for job, _ in running]
+        queued = [job.enqueued_at.timestamp() if job.enqueued_at else None for job, _ in running]
+        try:
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=first.id):
+                outcomes = jobs.run_videos(video_ids, enqueued_at=queued, timeout=timeout)
+        except Exception as exc:  # run_videos ends its records itself; this is what is left
+            logger.exception("batch of %d failed outside its jobs", len(running))
+            outcomes = [exc] * len(running)
+        for (job, execution), outcome in zip(list(running), outcomes):
+            running.remove((job, execution))
+            try:
+                if isinstance(outcome, BaseException):
+                    exc_info = (type(outcome), outcome, outcome.__traceback__)
+                    self._finalize_failure(job, queue, execution, exc_info)
+                else:
+                    self._finalize_success(job, queue, execution, outcome)
+            except Exception:  # one job's bookkeeping must not cost the others theirs
+                logger.exception("could not finish job %s in RQ", job.id)
 
     def handle_job_failure(
         self,
@@ -223,6 +294,14 @@ def run_worker(
             port = 0
 
     queue = queue_name(card.name)
+    batcher = Batcher(
+        connection,
+        store,
+        card,
+        size=settings.batch_size,
+        window_seconds=settings.batch_window_seconds,
+        serializer=JSONSerializer,
+    )
     beacon = Beacon(
         records,
         queue,
@@ -240,6 +319,7 @@ def run_worker(
         name=name,
         serializer=JSONSerializer,
         worker_lost_seconds=settings.worker_lost_seconds,
+        batcher=batcher if settings.batch_size > 1 else None,
         job_monitoring_interval=settings.heartbeat_seconds,
         maintenance_interval=settings.maintenance_interval_seconds,
         # Idle workers block on the queue for worker_ttl - 15 s: keep that at one
@@ -248,7 +328,13 @@ def run_worker(
         exception_handlers=[LostJobHandler(store)],
     )
     beacon.start()
-    logger.info("worker %s serving %s on queue %s", name, card.name, queue)
+    logger.info(
+        "worker %s serving %s on queue %s (batches of up to %d)",
+        name,
+        card.name,
+        queue,
+        settings.batch_size,
+    )
     try:
         worker.work(burst=burst, logging_level=settings.log_level.upper())
     finally:

@@ -9,20 +9,43 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from app.auth import Caller, CallerDep, authenticate
 from app.errors import APIError, Conflict, InvalidRequest, NotFound
-from app.intake import read_create_request
+from app.intake import check_idempotency_key, read_create_request
+from app.limits import check_queue_length
 from app.metrics import REQUESTS
-from app.schemas import Reference, Video, VideoDeleted, VideoList
+from app.schemas import (
+    ErrorResponse,
+    Reference,
+    Video,
+    VideoDeleted,
+    VideoList,
+    create_body_openapi,
+)
 from app.state import AppState, get_state
 from app.store import FINISHED, VideoRecord, VideoStatus
 from models.spec import Task
 
-router = APIRouter(prefix="/v1", tags=["videos"])
+
+def _errors(*codes: int) -> dict[int | str, dict]:
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+# Every /v1 operation: no or a wrong key, a malformed request, past the caller's rate, Redis away.
+router = APIRouter(
+    prefix="/v1",
+    tags=["videos"],
+    dependencies=[Depends(authenticate)],
+    responses=_errors(401, 422, 429, 503),
+)
 StateDep = Annotated[AppState, Depends(get_state)]
+# What a create can answer besides the video (and the errors of every operation).
+CREATE_RESPONSES = _errors(404, 409, 413, 415)
+CREATE_BODY = create_body_openapi()
 VideoId = Annotated[str, Path(description="The video's id (video_...).")]
 
 # Which tasks each creating endpoint runs (first: its default).
@@ -37,18 +60,33 @@ MEDIA_TYPES = {
 }
 # How often the SSE stream looks at the record.
 EVENTS_POLL_SECONDS = 0.5
+# A comment line after this long without an event keeps proxies from closing the stream.
+EVENTS_KEEPALIVE_SECONDS = 15.0
+# How long an EventSource waits before reconnecting after a dropped stream.
+EVENTS_RETRY_MS = 1000
 
 
-def _get_record(state: AppState, video_id: str) -> VideoRecord:
+def _get_record(state: AppState, caller: Caller, video_id: str) -> VideoRecord:
+    """The video, when it exists and the caller's key made it (else 404: one key cannot even
+    learn that another's video exists)."""
     record = state.store.get(video_id)
-    if record is None:
+    if record is None or not caller.may_see(record.owner):
         raise NotFound(f"no video with id {video_id!r}", param="video_id")
     return record
+
+
+def _admit(state: AppState, caller: Caller) -> None:
+    """A create's own limits, before its body is read: the caller's create rate (429) and
+    the queue's length (503)."""
+    settings = state.settings
+    state.limits.check_rate("creates", caller.identity, settings.create_rate_limit_per_minute)
+    check_queue_length(state.queue.depth(), settings.max_queue_length)
 
 
 async def _create(
     request: Request,
     state: AppState,
+    caller: Caller,
     *,
     endpoint: str,
     default_task: Task | None = None,
@@ -58,6 +96,8 @@ async def _create(
     task_label = default_task.value if default_task else "unknown"
     status = 500
     try:
+        idempotency_key = check_idempotency_key(request.headers.get("idempotency-key"))
+        await run_in_threadpool(_admit, state, caller)
         create = await read_create_request(request, state.settings)
         if create.fields.task is not None:
             task_label = create.fields.task.value
@@ -76,7 +116,9 @@ async def _create(
             default_task=default_task,
             allowed_tasks=allowed_tasks,
             remixed_from=remix_of.id if remix_of else None,
-            idempotency_key=request.headers.get("idempotency-key"),
+            idempotency_key=idempotency_key,
+            owner=caller.owner,
+            identity=caller.identity,
         )
         task_label = record.task.value
         status = 200
@@ -89,39 +131,60 @@ async def _create(
         REQUESTS.labels(endpoint, task_label, str(status)).inc()
 
 
-@router.post("/videos", response_model=Video)
-async def create_video(request: Request, state: StateDep) -> Video:
+@router.post("/videos", response_model=Video, responses=CREATE_RESPONSES, openapi_extra=CREATE_BODY)
+async def create_video(request: Request, state: StateDep, caller: CallerDep) -> Video:
     """Create a video job (JSON, or multipart with `input_reference`/`image`/`video`/`audio`)."""
-    return await _create(request, state, endpoint="create")
+    return await _create(request, state, caller, endpoint="create")
 
 
-@router.post("/videos/edits", response_model=Video)
-async def edit_video(request: Request, state: StateDep) -> Video:
+@router.post(
+    "/videos/edits", response_model=Video, responses=CREATE_RESPONSES, openapi_extra=CREATE_BODY
+)
+async def edit_video(request: Request, state: StateDep, caller: CallerDep) -> Video:
     """Edit a video (upload or {"id"}): stylize by default; inpaint, outpaint, video_to_audio."""
     return await _create(
-        request, state, endpoint="edit", default_task=Task.stylize, allowed_tasks=EDIT_TASKS
+        request,
+        state,
+        caller,
+        endpoint="edit",
+        default_task=Task.stylize,
+        allowed_tasks=EDIT_TASKS,
     )
 
 
-@router.post("/videos/extensions", response_model=Video)
-async def extend_video(request: Request, state: StateDep) -> Video:
+@router.post(
+    "/videos/extensions",
+    response_model=Video,
+    responses=CREATE_RESPONSES,
+    openapi_extra=CREATE_BODY,
+)
+async def extend_video(request: Request, state: StateDep, caller: CallerDep) -> Video:
     """Extend a video (upload or {"id"}) by `seconds`: continuation, or av_continuation."""
     return await _create(
         request,
         state,
+        caller,
         endpoint="extend",
         default_task=Task.continuation,
         allowed_tasks=EXTEND_TASKS,
     )
 
 
-@router.post("/videos/{video_id}/remix", response_model=Video)
-async def remix_video(video_id: VideoId, request: Request, state: StateDep) -> Video:
+@router.post(
+    "/videos/{video_id}/remix",
+    response_model=Video,
+    responses=CREATE_RESPONSES,
+    openapi_extra=CREATE_BODY,
+)
+async def remix_video(
+    video_id: VideoId, request: Request, state: StateDep, caller: CallerDep
+) -> Video:
     """Restyle a completed video with a new prompt (a stylize job on its output)."""
-    source = await run_in_threadpool(_get_record, state, video_id)
+    source = await run_in_threadpool(_get_record, state, caller, video_id)
     return await _create(
         request,
         state,
+        caller,
         endpoint="remix",
         default_task=Task.stylize,
         allowed_tasks=REMIX_TASKS,
@@ -132,6 +195,7 @@ async def remix_video(video_id: VideoId, request: Request, state: StateDep) -> V
 @router.get("/videos", response_model=VideoList)
 def list_videos(
     state: StateDep,
+    caller: CallerDep,
     after: Annotated[
         str | None, Query(description="Id of the last video of the previous page.")
     ] = None,
@@ -140,7 +204,9 @@ def list_videos(
 ) -> VideoList:
     """List videos, newest first by default, with a cursor (`after`)."""
     try:
-        records, has_more = state.store.list_videos(after=after, limit=limit, order=order)
+        records, has_more = state.store.list_videos(
+            after=after, limit=limit, order=order, owner=caller.owner
+        )
     except KeyError:
         raise InvalidRequest(
             f"after={after!r} is not the id of a listed video", param="after"
@@ -154,36 +220,39 @@ def list_videos(
     )
 
 
-@router.get("/videos/{video_id}", response_model=Video)
-def retrieve_video(video_id: VideoId, state: StateDep, response: Response) -> Video:
+@router.get("/videos/{video_id}", response_model=Video, responses=_errors(404))
+def retrieve_video(
+    video_id: VideoId, state: StateDep, caller: CallerDep, response: Response
+) -> Video:
     """A video's status and progress (`openai-poll-after-ms` says when to ask again)."""
-    record = _get_record(state, video_id)
+    record = _get_record(state, caller, video_id)
     if record.status not in FINISHED:
         response.headers["openai-poll-after-ms"] = str(state.settings.poll_after_ms)
     return Video.from_record(record)
 
 
-@router.delete("/videos/{video_id}", response_model=VideoDeleted)
-def delete_video(video_id: VideoId, state: StateDep) -> VideoDeleted:
+@router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=_errors(404))
+def delete_video(video_id: VideoId, state: StateDep, caller: CallerDep) -> VideoDeleted:
     """Delete a video and its files (a queued or running one is cancelled first)."""
-    record = _get_record(state, video_id)
+    record = _get_record(state, caller, video_id)
     if record.status not in FINISHED:
         _cancel(state, record)
     state.store.delete(video_id)
+    state.limits.release_slot(caller.identity, video_id)
     return VideoDeleted(id=video_id)
 
 
-@router.post("/videos/{video_id}/cancel", response_model=Video)
-def cancel_video(video_id: VideoId, state: StateDep) -> Video:
+@router.post("/videos/{video_id}/cancel", response_model=Video, responses=_errors(404, 409))
+def cancel_video(video_id: VideoId, state: StateDep, caller: CallerDep) -> Video:
     """Cancel a queued (never runs) or running (sampling stops within a second) video."""
-    record = _get_record(state, video_id)
+    record = _get_record(state, caller, video_id)
     if record.status in FINISHED:
         raise Conflict(
             f"video {video_id} is {record.status.value}; only queued or in_progress videos "
             "can be cancelled"
         )
     _cancel(state, record)
-    return Video.from_record(_get_record(state, video_id))
+    return Video.from_record(_get_record(state, caller, video_id))
 
 
 def _cancel(state: AppState, record: VideoRecord) -> None:
@@ -200,18 +269,19 @@ def _cancel(state: AppState, record: VideoRecord) -> None:
 @router.get(
     "/videos/{video_id}/content",
     response_class=FileResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **_errors(404, 409)},
 )
 def download_content(
     video_id: VideoId,
     state: StateDep,
+    caller: CallerDep,
     variant: Annotated[
         Literal["video", "thumbnail", "spritesheet", "image"],
         Query(description="video (mp4), thumbnail (webp), spritesheet (jpg), image (png, stills)"),
     ] = "video",
 ) -> FileResponse:
     """Download the mp4, or its thumbnail, spritesheet, or the PNG of a still."""
-    record = _get_record(state, video_id)
+    record = _get_record(state, caller, video_id)
     if record.status is not VideoStatus.completed:
         raise Conflict(
             f"video {video_id} is {record.status.value}; content is available once completed"
@@ -229,25 +299,67 @@ def download_content(
     return FileResponse(path, media_type=media_type, filename=f"{video_id}{path.suffix}")
 
 
-@router.get("/videos/{video_id}/events")
-async def video_events(video_id: VideoId, state: StateDep) -> StreamingResponse:
-    """Server-sent events: the video object each time its status or progress changes."""
-    await run_in_threadpool(_get_record, state, video_id)
+def _event_id(record: VideoRecord) -> str:
+    """An SSE id naming one state of a video: attempt, progress, status, stage."""
+    return f"{record.attempts}.{record.progress}.{record.status.value}.{record.stage or ''}"
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
+
+
+@router.get(
+    "/videos/{video_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        204: {"description": "Nothing left"},
+        **_errors(404),
+    },
+)
+async def video_events(
+    video_id: VideoId,
+    state: StateDep,
+    caller: CallerDep,
+    last_event_id: Annotated[
+        str | None, Header(description="Resume: the id of the last event received.")
+    ] = None,
+) -> Response:
+    """Server-sent events: `video` (the video object plus `stage`) at each change of status,
+    progress or stage, ending at a terminal status (or `deleted`); resumable with
+    Last-Event-ID."""
+    record = await run_in_threadpool(_get_record, state, caller, video_id)
+    if record.status in FINISHED and last_event_id == _event_id(record):
+        # The client saw the end already: 204 tells an EventSource not to reconnect.
+        return Response(status_code=204)
 
     async def stream() -> AsyncIterator[str]:
-        last = None
+        yield f"retry: {EVENTS_RETRY_MS}\n\n"
+        last = last_event_id
+        quiet_since = time.monotonic()
+        current: VideoRecord | None = record
         while True:
-            record = await run_in_threadpool(state.store.get, video_id)
-            if record is None:
-                yield f"event: error\ndata: {json.dumps({'message': 'video deleted'})}\n\n"
+            if current is None:
+                gone = {"id": video_id, "message": "the video was deleted"}
+                yield _sse("deleted", json.dumps(gone))
                 return
-            video = Video.from_record(record)
-            key = (video.status, video.progress)
-            if key != last:
-                last = key
-                yield f"event: video\ndata: {video.model_dump_json()}\n\n"
-            if record.status in FINISHED:
+            event_id = _event_id(current)
+            if event_id != last:
+                last, quiet_since = event_id, time.monotonic()
+                data = Video.from_record(current).model_dump(mode="json")
+                data["stage"] = current.stage
+                yield _sse("video", json.dumps(data), event_id)
+            elif time.monotonic() - quiet_since >= EVENTS_KEEPALIVE_SECONDS:
+                quiet_since = time.monotonic()
+                yield ": keep-alive\n\n"
+            if current.status in FINISHED:
                 return
             await asyncio.sleep(EVENTS_POLL_SECONDS)
+            current = await run_in_threadpool(state.store.get, video_id)
 
-    return StreamingResponse(stream(), media_type="text/event-stream")
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -19,6 +19,7 @@ WORKER_FAMILIES = {
     "videopoet_tokens_per_second": "histogram",
     "videopoet_job_failures": "counter",
     "videopoet_model_load_seconds": "histogram",
+    "videopoet_batch_size": "histogram",
 }
 API_FAMILIES = {
     "videopoet_requests": "counter",

@@ -246,3 +246,36 @@ def test_describe_reports_the_paper_shapes_for_videopoet_1b():
 def test_unknown_model_names_the_accepted_ones():
     with pytest.raises(ValueError, match="tiny"):
         load_pipeline("no-such-model")
+
+
+def test_generate_batch_keeps_each_row_on_its_own(tiny):
+    specs = [
+        TaskSpec(task=Task.text_to_video, prompt="a red circle", seed=3),
+        TaskSpec(task=Task.text_to_video, prompt="a blue square", seed=4, top_k=5),
+        TaskSpec(task=Task.text_to_video, prompt="a green line", seed=5),
+        TaskSpec(task=Task.image_to_video, prompt="no image given", seed=6),
+    ]
+    seen: dict[int, list[float]] = {}
+    dropped: set[int] = set()
+
+    def progress(row, fraction, stage):
+        seen.setdefault(row, []).append(fraction)
+        if row == 1 and fraction > 0.3:
+            dropped.add(1)  # cancelled while the batch samples
+
+    results = tiny.generate_batch(specs, progress=progress, should_cancel=lambda: dropped)
+    assert isinstance(results[3], TaskSpecError)  # fails alone, before sampling
+    assert isinstance(results[1], GenerationCancelled)
+    for spec, result in ((specs[0], results[0]), (specs[2], results[2])):
+        np.testing.assert_array_equal(result.frames, tiny.generate(spec).frames)
+    for row in (0, 2):
+        assert seen[row] == sorted(seen[row]) and seen[row][-1] == 1.0
+
+    # all rows of the batch dropped: sampling stops between two steps
+    steps = []
+    stopped = tiny.generate_batch(
+        specs[:2],
+        progress=lambda row, fraction, stage: steps.append(row),
+        should_cancel=lambda: {0, 1} if len(steps) >= 10 else (),
+    )
+    assert all(isinstance(r, GenerationCancelled) for r in stopped) and len(steps) == 10

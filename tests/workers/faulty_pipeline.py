@@ -1,11 +1,13 @@
 """A pipeline factory for tests (VIDEOPOET_PIPELINE_FACTORY=tests.workers.faulty_pipeline:load):
 the real pipeline, except on marker prompts.
 
-- "[raise] ..."  raises RuntimeError before sampling (a model that breaks);
+- "[raise] ..."  raises RuntimeError before sampling (a model that breaks); in a batch, that
+  row alone gets the error, the others run;
 - "[slow] ..."   sleeps SLOW_STEP_SECONDS at each cancel check, i.e. each sampling step;
 - "[hang] ..."   sleeps until the job's timeout stops it;
 - "[hang-once] TOKEN ..." sleeps forever the first time TOKEN is seen (a marker file in the
-  artifact folder), and runs normally after: a job whose first worker gets killed.
+  artifact folder), and runs normally after: a job whose first worker gets killed;
+- "[bad-output] ..." returns frames no encoder takes (a row whose postprocessing fails).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from models import load_pipeline
 
@@ -39,23 +43,88 @@ class FaultyPipeline:
         prompt = spec.prompt or ""
         if prompt.startswith("[raise]"):
             raise RuntimeError(RAISE_MESSAGE)
-        if prompt.startswith("[hang]"):
-            _sleep_forever()
+        _hang_on_markers([spec])
+        if prompt.startswith("[slow]") and should_cancel is not None:
+            should_cancel = _slowed(should_cancel)
+        result = self.pipeline.generate(
+            spec, inputs, progress=progress, should_cancel=should_cancel
+        )
+        return _spoil(spec, result)
+
+    def generate_batch(
+        self,
+        specs: list[Any],
+        inputs: list[Any],
+        *,
+        progress: Callable[[int, float, str], None] | None = None,
+        should_cancel: Callable[[], Any] | None = None,
+    ) -> list[Any]:
+        _hang_on_markers(specs)
+        results: list[Any] = [None] * len(specs)
+        keep = []  # rows handed to the real pipeline, by their index here
+        for i, spec in enumerate(specs):
+            if (spec.prompt or "").startswith("[raise]"):
+                results[i] = RuntimeError(RAISE_MESSAGE)
+            else:
+                keep.append(i)
+        if keep:
+            cancel = None
+            if should_cancel is not None:
+                check = should_cancel
+
+                def cancel() -> list[int]:
+                    dropped = set(check())
+                    return [r for r, i in enumerate(keep) if i in dropped]
+
+                if any((specs[i].prompt or "").startswith("[slow]") for i in keep):
+                    cancel = _slowed(cancel)
+            report = None
+            if progress is not None:
+                on_progress = progress
+
+                def report(row: int, fraction: float, stage: str) -> None:
+                    on_progress(keep[row], fraction, stage)
+
+            done = self.pipeline.generate_batch(
+                [specs[i] for i in keep],
+                [inputs[i] for i in keep],
+                progress=report,
+                should_cancel=cancel,
+            )
+            for i, result in zip(keep, done):
+                results[i] = _spoil(specs[i], result)
+        return results
+
+
+def _slowed(check: Callable[[], Any]) -> Callable[[], Any]:
+    def slow_check() -> Any:
+        time.sleep(SLOW_STEP_SECONDS)
+        return check()
+
+    return slow_check
+
+
+def _hang_on_markers(specs: list[Any]) -> None:
+    prompts = [spec.prompt or "" for spec in specs]
+    if any(p.startswith("[hang]") for p in prompts):
+        _sleep_forever()
+    fresh = False
+    for prompt in prompts:
         if prompt.startswith("[hang-once]"):
             token = prompt.split()[1]
             folder = os.environ.get("VIDEOPOET_ARTIFACT_DIR") or tempfile.gettempdir()
             marker = Path(folder) / f".hang-once-{token}"
             if not marker.exists():
                 marker.touch()
-                _sleep_forever()
-        if prompt.startswith("[slow]") and should_cancel is not None:
-            check = should_cancel
+                fresh = True
+    if fresh:
+        _sleep_forever()
 
-            def should_cancel() -> bool:
-                time.sleep(SLOW_STEP_SECONDS)
-                return check()
 
-        return self.pipeline.generate(spec, inputs, progress=progress, should_cancel=should_cancel)
+def _spoil(spec: Any, result: Any) -> Any:
+    if (spec.prompt or "").startswith("[bad-output]") and not isinstance(result, Exception):
+        result.frames = np.zeros((0, 0, 0, 3), np.uint8)
+    return result
 
 
 def _sleep_forever() -> None:

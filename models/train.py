@@ -1,0 +1,676 @@
+"""Training: the video tokenizer, the audio tokenizer, then the LM over their tokens.
+
+    python -m models.train video-tokenizer --config demo --out DIR [--steps N] [--resume]
+    python -m models.train audio-tokenizer --config demo --out DIR [--steps N] [--resume]
+    python -m models.train lm              --config demo --out DIR [--steps N] [--resume]
+
+(the CLI's `videopoet train ...` calls `main_train(argv)`). The three stages share one folder:
+each writes its component's `.safetensors` beside `config.json`, so once all three have run,
+DIR is a checkpoint that `load_pipeline(DIR)` loads. Training state (weights, optimizer,
+step, data order) lives in `DIR/train/<stage>.pt`, written every `--checkpoint-minutes` and at
+the end; `--resume` continues from it to `--steps` in total. Losses go to
+`DIR/train/<stage>.jsonl`, one JSON object per logged step.
+
+Data (`--data`): `shapes-av` (the synthetic world, generated on the fly from seeds; held-out
+combinations are never drawn), or a JSONL file of `{"video": path, "caption": text}` lines,
+decoded with ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`) in a subprocess with a timeout,
+resampled to the model card's frame rate, size and sample rate.
+
+The LM stage tokenizes its clips once with the trained tokenizers (cached in
+`DIR/train/lm_data.pt`, with the frozen text encoder's states per caption), then trains every
+task at once: one task per batch, so every sequence in a batch has the same length (the
+paper's grouping by length), with the text dropped from ~10% of the rows for classifier-free
+guidance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.audio_tokenizer import AudioTokenizer
+from models.conditioning import (
+    fit_length,
+    fit_samples,
+    latent_box_mask,
+    resize_frames,
+    stylize_control,
+)
+from models.lm import PrefixLM, prefix_mask
+from models.pipeline import COMPONENTS, ModelConfig, TaskShapes
+from models.spec import Task
+from models.video_tokenizer import VideoTokenizer
+from models.vocab import Kind, assemble
+
+log = logging.getLogger(__name__)
+
+STAGES = {"video-tokenizer": "video_tokenizer", "audio-tokenizer": "audio_tokenizer", "lm": "lm"}
+FFMPEG_TIMEOUT_S = 120  # a decode taking longer than this is a broken file, not a slow one
+TEXT_DROP = 0.1  # share of rows trained without their text (classifier-free guidance)
+# Cross-modal tasks drop it more often: with the caption there, a soundtrack could be read off
+# the words ("ball" -> sine) instead of the pixels; without it, only the other modality is left.
+TEXT_DROP_CROSS_MODAL = 0.5
+# How often each task's batch is drawn. The tasks the eval targets most get more.
+TASK_WEIGHTS: dict[Task, float] = {
+    Task.text_to_video: 3.0,
+    Task.text_to_image: 1.0,
+    Task.image_to_video: 1.0,
+    Task.continuation: 1.0,
+    Task.inpaint: 0.5,
+    Task.outpaint: 0.5,
+    Task.stylize: 1.5,
+    Task.video_to_audio: 2.0,
+    Task.audio_to_video: 1.0,
+}
+
+
+@dataclass
+class StageDefaults:
+    steps: int
+    batch: int
+    lr: float
+    warmup: int
+
+
+# Defaults of the demo recipe (2 CPU cores); `tiny` tests pass their own.
+DEFAULTS = {
+    "video_tokenizer": StageDefaults(steps=3000, batch=4, lr=2e-3, warmup=100),
+    "audio_tokenizer": StageDefaults(steps=1500, batch=8, lr=2e-3, warmup=100),
+    "lm": StageDefaults(steps=1500, batch=8, lr=1.5e-3, warmup=100),
+}
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class Example:
+    frames: np.ndarray  # (T, H, W, 3) uint8 at the card's size and frame rate
+    audio: np.ndarray  # (N,) float32 mono at the card's sample rate
+    caption: str
+
+
+class ShapesAVData:
+    """The Shapes-AV world at a card's size: example i is the training clip of seed base + i."""
+
+    def __init__(self, card, size: int = 1_000_000, seed: int = 0):
+        self.card, self.size, self.seed = card, size, seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> Example:
+        from models import shapes_av
+
+        clip = shapes_av.generate_clip(self.seed + int(i), split="train")
+        frames = resize_frames(clip.frames, self.card.height, self.card.width)
+        return Example(frames, clip.audio, clip.caption)
+
+
+def decode_video(path: str | Path, fps: float, width: int, height: int,
+                 timeout: float = FFMPEG_TIMEOUT_S) -> np.ndarray:
+    """(T, height, width, 3) uint8 frames of a video file at `fps`, via ffmpeg."""
+    import imageio_ffmpeg
+
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path),
+        "-vf", f"fps={fps},scale={width}:{height}:flags=area", "-f", "rawvideo",
+        "-pix_fmt", "rgb24", "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise ValueError(f"ffmpeg could not decode {path}: {proc.stderr.decode(errors='replace')[-300:]}")
+    frames = np.frombuffer(proc.stdout, dtype=np.uint8)
+    if frames.size == 0 or frames.size % (width * height * 3):
+        raise ValueError(f"{path}: no whole frames decoded")
+    return frames.reshape(-1, height, width, 3)
+
+
+def decode_audio(path: str | Path, sample_rate: int, timeout: float = FFMPEG_TIMEOUT_S) -> np.ndarray | None:
+    """(N,) float32 mono at `sample_rate`, or None when the file has no audio stream."""
+    import imageio_ffmpeg
+
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-vn",
+        "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        return None
+    return np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+
+
+class JsonlVideoData:
+    """A JSONL file of {"video": path, "caption": text}; relative paths are from the file's folder.
+
+    Each item is decoded with ffmpeg when asked for; a video with no audio gets silence.
+    """
+
+    def __init__(self, path: str | Path, card, timeout: float = FFMPEG_TIMEOUT_S):
+        self.path = Path(path)
+        self.card, self.timeout = card, timeout
+        self.items = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "video" not in row:
+                raise ValueError(f"{self.path}:{n}: each line needs a \"video\" path (and a \"caption\")")
+            video = Path(row["video"])
+            self.items.append((video if video.is_absolute() else self.path.parent / video,
+                               str(row.get("caption") or "")))
+        if not self.items:
+            raise ValueError(f"{self.path} lists no videos")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Example:
+        video, caption = self.items[int(i)]
+        card = self.card
+        frames = decode_video(video, card.fps, card.width, card.height, self.timeout)
+        audio = decode_audio(video, card.sample_rate, self.timeout)
+        n = round(len(frames) / card.fps * card.sample_rate)
+        audio = fit_samples(audio if audio is not None else np.zeros(0, np.float32), n)
+        return Example(frames, audio, caption)
+
+
+def open_data(spec: str, card, seed: int = 0):
+    """`shapes-av`, `shapes-av:N` (its first N clips only) or a .jsonl path -> Examples."""
+    if spec == "shapes-av":
+        return ShapesAVData(card, seed=seed)
+    if spec.startswith("shapes-av:"):
+        return ShapesAVData(card, size=int(spec.split(":", 1)[1]), seed=seed)
+    if spec.endswith(".jsonl"):
+        return JsonlVideoData(spec, card)
+    raise ValueError(f"--data must be 'shapes-av[:N]' or a .jsonl file of {{\"video\", \"caption\"}}; got {spec!r}")
+
+
+def clip_window(ex: Example, frames: int, card, rng: np.random.Generator) -> Example:
+    """A random window of `frames` frames (held at the end if short) and its audio."""
+    start = int(rng.integers(0, max(1, len(ex.frames) - frames + 1)))
+    f = fit_length(ex.frames[start:], frames)
+    s0 = round(start / card.fps * card.sample_rate)
+    a = fit_samples(ex.audio[s0:], round(frames / card.fps * card.sample_rate))
+    return Example(f, a, ex.caption)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+class Run:
+    """One stage's folder, config, training state, log and clock."""
+
+    def __init__(self, out: str | Path, stage: str, config_name: str):
+        self.out = Path(out)
+        self.stage = stage
+        self.component = STAGES[stage]
+        (self.out / "train").mkdir(parents=True, exist_ok=True)
+        cfg_path = self.out / "config.json"
+        if cfg_path.is_file():
+            self.config = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
+            if self.config.name != config_name:
+                log.warning("%s holds a %r model; training it, not %r", self.out, self.config.name, config_name)
+        else:
+            self.config = ModelConfig.from_name(config_name)
+            cfg_path.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        self.state_path = self.out / "train" / f"{self.component}.pt"
+        self.log_path = self.out / "train" / f"{self.component}.jsonl"
+
+    def load_state(self, resume: bool) -> dict | None:
+        if not self.state_path.is_file():
+            return None
+        if not resume:
+            raise SystemExit(
+                f"{self.state_path} exists: pass --resume to continue it, or choose another --out"
+            )
+        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+
+    def save(self, module: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+             elapsed: float, extra: dict | None = None) -> None:
+        """Training state (atomically) and the component's shipped weights."""
+        from safetensors.torch import save_file
+
+        state = {"model": module.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "elapsed_s": elapsed, **(extra or {})}
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)
+        weights = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        tmp = self.out / f"{self.component}.safetensors.tmp"
+        save_file(weights, str(tmp))
+        tmp.replace(self.out / f"{self.component}.safetensors")
+
+    def log(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    """Linear warmup, then cosine down to a tenth of `lr` at `steps`."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+class _Stop:
+    """Set by SIGTERM / SIGINT: the loop checkpoints and returns at the next step."""
+
+    def __init__(self):
+        self.flag = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (tests)
+                pass
+
+    def _handle(self, *_):
+        self.flag = True
+
+
+def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) -> dict:
+    """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit."""
+    from tqdm import tqdm
+
+    d = DEFAULTS[run.component]
+    steps = args.steps or d.steps
+    warmup = min(d.warmup, max(1, steps // 10))
+    lr = args.lr or d.lr
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    state = run.load_state(args.resume)
+    start, elapsed = 0, 0.0
+    if state is not None:
+        module.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, elapsed = int(state["step"]), float(state["elapsed_s"])
+        log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
+    module.train()
+    stop = _Stop()
+    t_start = time.perf_counter()
+    t_ckpt = time.perf_counter()
+    limit = args.max_minutes * 60 if args.max_minutes else math.inf
+    bar = tqdm(total=steps, initial=start, desc=run.stage, mininterval=10, file=sys.stderr)
+    step, last = start, {}
+    ema = None
+    stop_at = min(steps, args.stop_at or steps)
+    while step < stop_at and not stop.flag:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([args.seed, step])  # data order: a function of the step
+        # with --max-minutes the cosine follows whichever runs out first, steps or time
+        clock = (time.perf_counter() - t_start) / limit * steps if limit < math.inf else 0
+        for g in opt.param_groups:
+            g["lr"] = lr_at(max(step, int(clock)), steps, lr, warmup)
+        loss, parts = step_fn(rng, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0))
+        opt.step()
+        step += 1
+        dt = time.perf_counter() - t0
+        value = float(loss.detach())
+        ema = value if ema is None else 0.95 * ema + 0.05 * value
+        last = {"step": step, "loss": round(value, 5), **{k: round(float(v), 5) for k, v in parts.items()},
+                "lr": round(opt.param_groups[0]["lr"], 7), "grad_norm": round(gnorm, 4),
+                "step_s": round(dt, 3), "elapsed_s": round(elapsed + time.perf_counter() - t_start, 1)}
+        if step % args.log_every == 0 or step == steps:
+            run.log(last)
+        bar.update(1)
+        bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
+        now = time.perf_counter()
+        out_of_time = now - t_start >= limit
+        if now - t_ckpt >= args.checkpoint_minutes * 60 or step == stop_at or out_of_time or stop.flag:
+            run.save(module, opt, step, elapsed + now - t_start, extra_state)
+            t_ckpt = now
+        if out_of_time:
+            log.info("--max-minutes reached at step %d", step)
+            break
+    bar.close()
+    if step == start:  # nothing ran (already done): keep the files as they are
+        return {"step": step}
+    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state)
+    return last
+
+
+# ---------------------------------------------------------------------------- tokenizers
+
+
+def _video_batch(data, card, frames: int, batch: int, rng) -> torch.Tensor:
+    clips = []
+    for _ in range(batch):
+        ex = data[int(rng.integers(len(data)))]
+        clips.append(clip_window(ex, frames, card, rng).frames)
+    return VideoTokenizer.frames_to_tensor(np.stack(clips))  # (B, 3, T, H, W)
+
+
+def foreground(x: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """(B, 1, T, H, W) float 0/1: pixels away from their frame's background colour.
+
+    The background is the per-channel median of the frame's border. Small objects on a large
+    flat background are a few percent of the pixels; weighting them up (--foreground-weight)
+    stops the tokenizer from learning the background alone first.
+    """
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
+    bg = border.median(dim=-1).values[..., None, None]  # (B, 3, T, 1, 1)
+    return ((x - bg).abs().amax(dim=1, keepdim=True) > threshold).float()
+
+
+def train_video_tokenizer(args) -> dict:
+    run = Run(args.out, "video-tokenizer", args.config)
+    config, card = run.config, run.config.card
+    torch.manual_seed(args.seed)
+    model = VideoTokenizer(config.video)
+    data = open_data(args.data, card, seed=args.seed)
+    frames = args.crop_frames or 5
+    batch = args.batch or DEFAULTS["video_tokenizer"].batch
+
+    def step_fn(rng, step):
+        if args.image_batch and step % 2:
+            # single frames: the tokenizer is causal, so a frame alone is latent frame 0 of a
+            # clip; 9x cheaper than a 9-frame crop, so colours and shapes are seen 9x as often
+            x = _video_batch(data, card, 1, args.image_batch, rng)
+        else:
+            x = _video_batch(data, card, frames, batch, rng)
+        out = model(x)
+        w = 1.0 + args.foreground_weight * foreground(x) if args.foreground_weight else 1.0
+        l1 = (w * (out.reconstruction - x).abs()).mean()
+        mse = (w * (out.reconstruction - x).pow(2)).mean()
+        loss = l1 + mse + out.aux_loss
+        psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
+        return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr}
+
+    return _loop(run, model, args, step_fn)
+
+
+def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Multi-resolution STFT distance: log(1 + magnitude) and spectral convergence.
+
+    log1p, not log(mag + tiny): with tones most bins are near silent, and a tiny epsilon makes
+    matching their noise floor dominate the loss instead of the partials that are heard.
+    """
+    total = x.new_zeros(())
+    for n_fft in (256, 512, 1024):
+        win = torch.hann_window(n_fft, device=x.device)
+        sx = torch.stft(x, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+        sy = torch.stft(y, n_fft, n_fft // 4, window=win, return_complex=True).abs()
+        total = total + (torch.log1p(sx) - torch.log1p(sy)).abs().mean()
+        total = total + (sx - sy).norm() / (sy.norm() + 1e-7)
+    return total / 3
+
+
+def train_audio_tokenizer(args) -> dict:
+    run = Run(args.out, "audio-tokenizer", args.config)
+    config, card = run.config, run.config.card
+    torch.manual_seed(args.seed)
+    model = AudioTokenizer(config.audio)
+    data = open_data(args.data, card, seed=args.seed)
+    hop = config.audio.hop_length
+    n = max(1, round((args.crop_seconds or 0.5) * config.audio.sample_rate / hop)) * hop
+    batch = args.batch or DEFAULTS["audio_tokenizer"].batch
+
+    def step_fn(rng, step):
+        rows = []
+        for _ in range(batch):
+            audio = data[int(rng.integers(len(data)))].audio
+            start = int(rng.integers(0, max(1, len(audio) - n + 1)))
+            rows.append(fit_samples(audio[start:], n))
+        x = torch.from_numpy(np.stack(rows))
+        out = model(x)
+        wave = (out.reconstruction - x).abs().mean()
+        spec = _stft_loss(out.reconstruction, x)
+        loss = wave + spec + out.aux_loss
+        return loss, {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
+
+    return _loop(run, model, args, step_fn)
+
+
+# ---------------------------------------------------------------------------- LM data
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+
+
+def load_tokenizers(run: Run) -> tuple[VideoTokenizer, AudioTokenizer]:
+    from safetensors.torch import load_file
+
+    out = []
+    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, run.config.video),
+                           ("audio_tokenizer", AudioTokenizer, run.config.audio)):
+        path = run.out / f"{name}.safetensors"
+        if not path.is_file():
+            stage = name.replace("_", "-")
+            raise SystemExit(f"{path} is missing: run `train {stage} --out {run.out}` first")
+        module = cls(cfg)
+        module.load_state_dict(load_file(str(path)))
+        out.append(module.eval())
+    return out[0], out[1]
+
+
+@torch.no_grad()
+def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16) -> dict:
+    """Tokenize n_clips clips (video, control video, audio) and encode their captions once."""
+    from tqdm import tqdm
+
+    from models.text_encoder import load_text_encoder
+
+    card = run.config.card
+    video_tok, audio_tok = load_tokenizers(run)
+    shapes = TaskShapes(run.config)
+    rng = np.random.default_rng([seed, 7])
+    n_clips = min(n_clips, len(data)) if not isinstance(data, ShapesAVData) else n_clips
+    indices = rng.permutation(len(data))[:n_clips] if not isinstance(data, ShapesAVData) else np.arange(n_clips)
+    video, control, audio, captions = [], [], [], []
+    for i in tqdm(range(0, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
+        exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : i + batch]]
+        frames = np.stack([e.frames for e in exs])
+        video.append(video_tok.encode(VideoTokenizer.frames_to_tensor(frames)))
+        ctrl = np.stack([stylize_control(e.frames) for e in exs])
+        control.append(video_tok.encode(VideoTokenizer.frames_to_tensor(ctrl)))
+        wav = torch.from_numpy(np.stack([fit_samples(e.audio, shapes.clip_samples) for e in exs]))
+        audio.append(audio_tok.encode(wav))
+        captions += [e.caption for e in exs]
+    unique = sorted(set(captions))
+    encoder = load_text_encoder(run.config.text_encoder, run.config.text_encoder_path, run.config.text_tokens)
+    states, masks = [], []
+    for i in range(0, len(unique), 64):
+        s, m = encoder(unique[i : i + 64])
+        states.append(s)
+        masks.append(m)
+    states, masks = torch.cat(states), torch.cat(masks)
+    longest = max(1, int(masks.sum(1).max()))
+    index = {c: k for k, c in enumerate(unique)}
+    return {
+        "video": torch.cat(video).to(torch.int16),  # (N, t, h, w)
+        "control": torch.cat(control).to(torch.int16),
+        "audio": torch.cat(audio).to(torch.int16),  # (N, L, F)
+        "caption": torch.tensor([index[c] for c in captions]),
+        "text": states[:, :longest].to(torch.float16),  # (C, longest, D)
+        "text_len": masks.sum(1),  # (C,)
+        "tokenizers": [_file_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]],
+    }
+
+
+def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: TaskShapes, rng) -> dict:
+    """One batch of one task, mirroring the pipeline's conditioning (Pipeline._run_group)."""
+    video = d["video"][rows].long()  # (B, t, h, w)
+    B = len(rows)
+    n = shapes.per_frame
+    flat = video.flatten(1)
+    content: dict[str, torch.Tensor] = {}
+    if task in (Task.text_to_video,):
+        content["visual_out"] = flat
+    elif task is Task.text_to_image:
+        content["visual_out"] = flat[:, :n]
+    elif task is Task.image_to_video:
+        content["visual_in"], content["visual_out"] = flat[:, :n], flat[:, n:]
+    elif task is Task.continuation:
+        ctx = shapes.t_context * n
+        content["visual_in"], content["visual_out"] = flat[:, :ctx], flat[:, ctx:]
+    elif task in (Task.inpaint, Task.outpaint):
+        h, w = shapes.latent_hw
+        masks = []
+        for _ in range(B):
+            bh, bw = int(rng.integers(1, h)), int(rng.integers(1, w))
+            y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+            box = latent_box_mask((x0, y0, x0 + bw, y0 + bh), (h, w), (h, w))
+            masks.append(box if task is Task.inpaint else ~box)
+        masked = torch.from_numpy(np.stack(masks))[:, None].expand_as(video)
+        content["visual_in"] = torch.where(masked, -1, video).flatten(1)
+        content["visual_out"] = flat
+    elif task is Task.stylize:
+        content["visual_in"] = d["control"][rows].long().flatten(1)
+        content["visual_out"] = flat
+    elif task is Task.video_to_audio:
+        content["visual_in"], content["audio_out"] = flat, d["audio"][rows].long()
+    elif task is Task.audio_to_video:
+        content["audio_in"], content["visual_out"] = d["audio"][rows].long(), flat
+    else:
+        raise ValueError(f"the LM stage does not train {task.value}")
+    cap = d["caption"][rows]
+    text = d["text"][cap].float()  # (B, longest, D)
+    text_len = d["text_len"][cap].clone()
+    p_drop = TEXT_DROP_CROSS_MODAL if task in (Task.video_to_audio, Task.audio_to_video) else TEXT_DROP
+    drop = torch.from_numpy(rng.random(B) < p_drop)
+    text_len[drop] = 0
+    L = shapes.config.text_tokens
+    mask = torch.arange(L)[None] < text_len[:, None]  # (B, L)
+    full = torch.zeros(B, L, text.shape[-1])
+    full[:, : text.shape[1]] = text
+    full = full * mask[..., None]
+    return {"batch": assemble(layout, vocab, text=full, text_mask=mask, batch_size=B, **content),
+            "text_len": int(text_len.max())}
+
+
+def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
+    """Next-token cross-entropy over the output's content positions, each over its kind's ids.
+
+    The text slot's padding beyond the batch's longest prompt is cut out of the sequence (its
+    keys are masked and its outputs unused, so the rest computes exactly as with it): positions
+    keep their original indices, so rotary positions match inference.
+    """
+    layout = batch.layout
+    S, P = layout.length, layout.prefix_len
+    keep = torch.ones(S, dtype=torch.bool)
+    ts = layout.text_slice
+    if ts is not None:
+        keep[ts.start + max(1, text_len) : ts.stop] = False
+    pos = torch.nonzero(keep).squeeze(1)  # (S',) original positions
+    x = lm.tok_embeddings(batch.ids[:, keep])  # (B, S', C)
+    if ts is not None:
+        n = max(1, text_len)
+        x = x.clone()
+        x[:, ts.start : ts.start + n] = lm.text_proj(batch.text[:, :n])
+    P2 = P - int((~keep[:P]).sum())
+    h = lm(x, pos, prefix_mask(batch.key_valid[:, keep], P2))  # (B, S', C)
+    # hidden at original position i predicts the token at i + 1; outputs start at P
+    kinds = torch.tensor(layout.kinds)
+    structure = torch.tensor(layout.structure)
+    total, count = h.new_zeros(()), 0
+    for kind in sorted(set(layout.kinds[P:])):
+        if kind in (Kind.special, Kind.text):
+            continue
+        targets_at = torch.nonzero((kinds == kind) & (structure < 0) & (torch.arange(S) >= P)).squeeze(1)
+        lo, hi = vocab.code_range(kind)
+        hidden = h[:, targets_at - 1 - (S - len(pos))]  # every dropped position lies before P
+        logits = lm.logits(hidden, lo, hi)  # (B, n, hi - lo)
+        target = batch.ids[:, targets_at] - lo
+        total = total + F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum")
+        count += target.numel()
+    return total / count
+
+
+def train_lm(args) -> dict:
+    run = Run(args.out, "lm", args.config)
+    config, card = run.config, run.config.card
+    data_path = run.out / "train" / "lm_data.pt"
+    digests = [_file_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]
+               if (run.out / f"{n}.safetensors").is_file()]
+    d = torch.load(data_path, weights_only=True) if data_path.is_file() else None
+    if d is None or d["tokenizers"] != digests or len(d["video"]) < args.clips:
+        log.info("tokenizing %d clips for the LM", args.clips)
+        t0 = time.perf_counter()
+        d = build_lm_data(run, open_data(args.data, card, seed=args.seed + 1), args.clips, args.seed)
+        torch.save(d, data_path)
+        log.info("tokenized in %.0f s", time.perf_counter() - t0)
+    torch.manual_seed(args.seed)
+    lm = PrefixLM(config.lm)
+    lm.init_weights()
+    shapes = TaskShapes(config)
+    layouts = shapes.layouts()
+    vocab = config.vocab
+    tasks = list(TASK_WEIGHTS)
+    weights = np.array([TASK_WEIGHTS[t] for t in tasks])
+    weights = weights / weights.sum()
+    batch = args.batch or DEFAULTS["lm"].batch
+    N = len(d["video"])
+
+    def step_fn(rng, step):
+        task = tasks[int(rng.choice(len(tasks), p=weights))]
+        rows = rng.integers(0, N, batch)
+        b = _lm_batch(task, d, rows, layouts[task], vocab, shapes, rng)
+        loss = lm_loss(lm, b["batch"], vocab, b["text_len"])
+        return loss, {f"loss_{task.value}": loss.detach()}
+
+    return _loop(run, lm, args, step_fn)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="videopoet train", description=__doc__.split("\n\n")[0])
+    p.add_argument("stage", choices=list(STAGES), help="what to train (in this order)")
+    p.add_argument("--config", default="demo", help="model preset for a new --out (tiny, demo, ...)")
+    p.add_argument("--out", required=True, help="checkpoint folder shared by the three stages")
+    p.add_argument("--steps", type=int, default=0, help="total optimizer steps (default: the stage's)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/train/<stage>.pt")
+    p.add_argument("--data", default="shapes-av", help="'shapes-av' or a JSONL of {video, caption}")
+    p.add_argument("--batch", type=int, default=0, help="batch size (default: the stage's)")
+    p.add_argument("--lr", type=float, default=0.0, help="peak learning rate (default: the stage's)")
+    p.add_argument("--crop-frames", type=int, default=0, help="video tokenizer: frames per crop (4k+1)")
+    p.add_argument("--image-batch", type=int, default=0,
+                   help="video tokenizer: every other step trains on this many single frames")
+    p.add_argument("--foreground-weight", type=float, default=0.0,
+                   help="video tokenizer: extra loss weight on pixels unlike the frame's border")
+    p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
+    p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this")
+    p.add_argument("--stop-at", type=int, default=0,
+                   help="stop (with a checkpoint) at this step; --resume goes on to --steps")
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0, help="checkpoint interval")
+    p.add_argument("--log-every", type=int, default=10, help="log a loss line every N steps")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main_train(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    if args.crop_frames and (args.crop_frames - 1) % 4:
+        raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
+    fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,
+          "lm": train_lm}[args.stage]
+    result = fn(args)
+    log.info("%s done: %s", args.stage, result)
+    return result
+
+
+if __name__ == "__main__":
+    main_train()

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+
+from models import evaluate as ev
+from models import shapes_av as av
+
+
+def test_same_seed_same_clip_and_other_seed_other_clip():
+    a, b = av.generate_clip(7), av.generate_clip(7)
+    assert np.array_equal(a.frames, b.frames)
+    assert np.array_equal(a.audio, b.audio)
+    assert a.caption == b.caption and a.labels == b.labels
+    c = av.generate_clip(8)
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.frames.shape == (17, 64, 64, 3) and a.frames.dtype == np.uint8
+    assert a.audio.shape == (34_000,) and a.audio.dtype == np.float32
+
+
+def test_heldout_combinations_never_reach_training():
+    for seed in range(200):
+        lab = av.generate_clip(seed, split="train").labels
+        assert not av.is_heldout(lab["shape"], lab["colour"], lab["motion"])
+    for spec in av.heldout_specs(30):
+        obj = spec.main
+        assert av.is_heldout(obj.shape, obj.colour, obj.motion)
+    # what is held out is combinations: every attribute pair still occurs in training
+    pairs = {
+        (s, c)
+        for s in av.SHAPES
+        for c in av.COLOURS
+        for m in av.MOTIONS
+        if not av.is_heldout(s, c, m)
+    }
+    assert len(pairs) == len(av.SHAPES) * len(av.COLOURS)
+
+
+def test_heldout_phrasings_differ_from_training_phrasings():
+    train = {av.generate_clip(s).caption for s in range(100)}
+    held = {av.generate_clip(s, phrasing="heldout").caption for s in range(100)}
+    assert not train & held
+    assert len(train) > 50  # templates, synonyms and word order vary
+
+
+@pytest.mark.parametrize("motion", ["up", "down"])
+def test_pitch_follows_height(motion):
+    clip = av.generate_clip(3, shape="circle", colour="red", motion=motion, split="any")
+    pitch = ev.frame_pitch(clip.audio)
+    _, cy = clip.spec.main.centre(np.arange(av.FRAMES))
+    # measured from the samples: the note rises as the object rises
+    assert np.corrcoef(np.log2(pitch), av.height(cy))[0, 1] > 0.98
+    assert (pitch[-1] > pitch[0]) == (motion == "up")
+
+
+def test_timbre_follows_shape_and_loudness_follows_size():
+    for seed, shape in enumerate(av.SHAPES):
+        for size in av.SIZES:
+            clip = av.generate_clip(seed, shape=shape, size=size, split="any")
+            assert ev.classify_timbre(clip.audio) == av.TIMBRES[shape]
+            assert ev.classify_loudness(clip.audio) == size
+
+
+def test_analysers_read_the_true_clips():
+    specs = av.heldout_specs(24)
+    clips = [av.make_clip(s) for s in specs]
+    for clip in clips:
+        lab = clip.labels
+        assert ev.dominant_colour(clip.frames) == lab["colour"]
+        assert ev.classify_shape(clip.frames) == lab["shape"]
+        assert ev.classify_size(clip.frames) == lab["size"]
+        assert ev.classify_motion(clip.frames) == lab["motion"]
+        assert ev.classify_background(clip.frames) == lab["background"]
+    assert ev.pitch_correlation([c.audio for c in clips], specs) > 0.95
+
+
+def test_two_objects_mix_two_voices():
+    one = av.generate_clip(5)
+    two = av.generate_clip(5, two_objects=True)
+    assert len(two.spec.objects) == 2 and " and a " in two.caption
+    assert not np.array_equal(one.audio, two.audio)

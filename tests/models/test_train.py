@@ -1,0 +1,218 @@
+import json
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import shapes_av as av
+from models import train
+from models.pipeline import ModelConfig, TaskShapes, load_pipeline
+from models.spec import Task
+from models.video_tokenizer import VideoTokenizer
+
+
+def _run(stage, out, *extra):
+    return train.main_train(
+        [stage, "--config", "tiny", "--out", str(out), "--threads", "1", *extra]
+    )
+
+
+def _log(out, component):
+    return [
+        json.loads(line) for line in (out / "train" / f"{component}.jsonl").read_text().splitlines()
+    ]
+
+
+@pytest.fixture(scope="module")
+def tokenized(tmp_path_factory):
+    """A tiny run folder with both tokenizers trained a step and LM data for 6 clips."""
+    out = tmp_path_factory.mktemp("run")
+    _run("video-tokenizer", out, "--steps", "1", "--batch", "1")
+    _run("audio-tokenizer", out, "--steps", "1", "--batch", "1")
+    _run("lm", out, "--steps", "1", "--batch", "2", "--clips", "6")
+    return out
+
+
+def test_video_tokenizer_steps_lower_the_loss(tmp_path):
+    clips = np.stack(
+        [train.ShapesAVData(ModelConfig.from_name("tiny").card)[i].frames[:5] for i in range(4)]
+    )
+    x = VideoTokenizer.frames_to_tensor(clips)
+    config = ModelConfig.from_name("tiny").video
+
+    def loss(model):
+        model.eval()
+        with torch.no_grad():
+            return float((model(x).reconstruction - x).abs().mean())
+
+    torch.manual_seed(0)
+    before = loss(VideoTokenizer(config))  # the same init the run starts from (seed 0)
+    _run(
+        "video-tokenizer",
+        tmp_path,
+        "--steps",
+        "30",
+        "--batch",
+        "4",
+        "--lr",
+        "3e-3",
+        "--data",
+        "shapes-av:4",
+        "--crop-frames",
+        "5",
+    )
+    trained = VideoTokenizer(config)
+    trained.load_state_dict(load_file(str(tmp_path / "video_tokenizer.safetensors")))
+    assert loss(trained) < 0.6 * before
+    assert [r["step"] for r in _log(tmp_path, "video_tokenizer")][-1] == 30
+
+
+def test_lm_steps_lower_the_loss(tokenized):
+    run = train.Run(tokenized, "lm", "tiny")
+    d = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
+    shapes = TaskShapes(run.config)
+    layout = shapes.layouts()[Task.text_to_video]
+    rng = np.random.default_rng(0)
+    b = train._lm_batch(Task.text_to_video, d, np.arange(6), layout, run.config.vocab, shapes, rng)
+
+    def loss():
+        lm = load_pipeline(str(tokenized)).lm
+        with torch.no_grad():
+            return float(train.lm_loss(lm, b["batch"], run.config.vocab, b["text_len"]))
+
+    before = loss()
+    _run("lm", tokenized, "--steps", "40", "--batch", "6", "--lr", "5e-3", "--resume")
+    assert loss() < before - 0.5
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, tokenized):
+    import shutil
+
+    for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
+        shutil.copy(tokenized / name, tmp_path / name)
+    (tmp_path / "train").mkdir()
+    shutil.copy(tokenized / "train" / "lm_data.pt", tmp_path / "train" / "lm_data.pt")
+    straight = tmp_path / "straight"
+    shutil.copytree(tmp_path, straight)
+
+    _run("lm", tmp_path, "--steps", "6", "--stop-at", "3", "--batch", "2", "--log-every", "1")
+    with pytest.raises(SystemExit):  # an existing run is never overwritten silently
+        _run("lm", tmp_path, "--steps", "6", "--batch", "2")
+    _run("lm", tmp_path, "--steps", "6", "--batch", "2", "--log-every", "1", "--resume")
+    assert [r["step"] for r in _log(tmp_path, "lm")] == [1, 2, 3, 4, 5, 6]
+    state = torch.load(tmp_path / "train" / "lm.pt", weights_only=True)
+    assert state["step"] == 6
+
+    # the resumed run ends where an uninterrupted one does
+    _run("lm", straight, "--steps", "6", "--batch", "2", "--log-every", "1")
+    a, b = load_file(str(tmp_path / "lm.safetensors")), load_file(str(straight / "lm.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert [r["loss"] for r in _log(straight, "lm")] == pytest.approx(
+        [r["loss"] for r in _log(tmp_path, "lm")]
+    )
+
+
+def test_lm_loss_is_unchanged_by_cutting_text_padding(tokenized):
+    run = train.Run(tokenized, "lm", "tiny")
+    d = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
+    shapes = TaskShapes(run.config)
+    lm = load_pipeline(str(tokenized)).lm
+    for task in (Task.video_to_audio, Task.inpaint):
+        b = train._lm_batch(
+            task,
+            d,
+            np.arange(4),
+            shapes.layouts()[task],
+            run.config.vocab,
+            shapes,
+            np.random.default_rng(1),
+        )
+        with torch.no_grad():
+            cut = train.lm_loss(lm, b["batch"], run.config.vocab, b["text_len"])
+            full = train.lm_loss(lm, b["batch"], run.config.vocab, run.config.text_tokens)
+        torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-4)
+
+
+def _write_mp4(path, clip):
+    import imageio_ffmpeg
+
+    wav = path.with_suffix(".wav")
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(av.SAMPLE_RATE)
+        w.writeframes((clip.audio * 32767).astype("<i2").tobytes())
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        "64x64",
+        "-r",
+        "8",
+        "-i",
+        "-",
+        "-i",
+        str(wav),
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
+    ]
+    subprocess.run(cmd, input=clip.frames.tobytes(), check=True, timeout=60)
+
+
+def test_jsonl_of_mp4_files_trains(tmp_path):
+    clips = [av.generate_clip(i) for i in range(2)]
+    lines = []
+    for i, clip in enumerate(clips):
+        _write_mp4(tmp_path / f"v{i}.mp4", clip)
+        lines.append(json.dumps({"video": f"v{i}.mp4", "caption": clip.caption}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
+
+    card = ModelConfig.from_name("tiny").card
+    data = train.JsonlVideoData(tmp_path / "data.jsonl", card)
+    ex = data[0]
+    assert ex.frames.shape[1:] == (card.height, card.width, 3) and 15 <= len(ex.frames) <= 18
+    assert ex.caption == clips[0].caption
+    assert abs(len(ex.audio) - len(ex.frames) / card.fps * card.sample_rate) < 2
+    assert np.abs(ex.audio).max() > 0.02  # the soundtrack came through
+
+    out = tmp_path / "run"
+    _run(
+        "video-tokenizer",
+        out,
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--data",
+        str(tmp_path / "data.jsonl"),
+    )
+    assert (out / "video_tokenizer.safetensors").is_file()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"video": "missing.mp4", "caption": "x"}) + "\n")
+    with pytest.raises(ValueError, match="ffmpeg could not decode"):
+        train.JsonlVideoData(bad, card)[0]
+
+
+def test_foreground_marks_the_object():
+    clip = av.generate_clip(0, size="large", shape="square", split="any")
+    fg = train.foreground(VideoTokenizer.frames_to_tensor(clip.frames[None]))
+    assert fg.shape == (1, 1, 17, 64, 64)
+    side = 2 * av.SIZES["large"]
+    assert abs(float(fg[0, 0, 0].sum()) - side * side) < 4 * side  # the square, edges aside

@@ -1,0 +1,138 @@
+"""Which queued jobs a worker may sample together, and taking them off the queue.
+
+A worker dequeues one job the usual RQ way (BLMOVE to the queue's intermediate list), then looks
+for queued jobs that would share its sampling batch and takes up to `batch_size - 1` of them,
+waiting until `batch_window_seconds` have passed since the latest of them was queued (a burst
+of requests fills one batch; a lone request waits one window at most; no batch waits more than
+`batch_size` windows). Jobs that do not fit stay where they are, in order, for the next
+dequeue. Torch-free: the key comes from the record's spec and the model card, as the
+pipeline's own grouping would (models/pipeline.py `_groups`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable
+
+from redis import Redis
+from rq.job import Job
+from rq.queue import Queue
+
+from app.queue import RUN_VIDEO
+from app.store import Store, VideoRecord, VideoStatus
+from models.card import ModelCard
+from models.spec import Task, TaskSpecError, output_frames
+
+logger = logging.getLogger(__name__)
+
+# Queued jobs looked at per scan: a batch is found among the first few; deeper jobs wait.
+SCAN_DEPTH = 64
+# Pause between two scans of the queue while the window is open.
+SCAN_INTERVAL_SECONDS = 0.005
+# Tasks whose output keeps the input video, so rows batch only with the same input length.
+KEEPS_INPUT = frozenset({Task.continuation, Task.av_continuation})
+
+# Moves the given job ids that are still queued to the intermediate list (as RQ's own BLMOVE
+# does for the job it dequeues); returns those it moved. Atomic: two workers never take one job.
+_CLAIM = """
+local moved = {}
+for _, id in ipairs(ARGV) do
+  if redis.call('LREM', KEYS[1], 1, id) == 1 then
+    redis.call('RPUSH', KEYS[2], id)
+    table.insert(moved, id)
+  end
+end
+return moved
+"""
+
+
+def batch_key(record: VideoRecord, card: ModelCard, timeout: int | None) -> Hashable | None:
+    """Jobs with equal keys can share one sampling batch; None: this one runs alone.
+
+    Same task, output frames and soundtrack (every token shape and number of steps), same use
+    of guidance (a guided row doubles the batch's rows), same input length where the output
+    keeps the input, and the same job timeout (a batch has one deadline).
+    """
+    spec = record.spec
+    try:
+        frames = output_frames(spec, card)
+    except TaskSpecError:
+        return None  # it fails at once, on its own
+    input_frames = None
+    if spec.task in KEEPS_INPUT and record.input_seconds is not None:
+        input_frames = round(record.input_seconds * card.fps)
+    return (spec.task, frames, spec.with_audio, spec.guidance_scale != 1.0, input_frames, timeout)
+
+
+class Batcher:
+    """Takes the queued jobs that can join a job's batch."""
+
+    def __init__(
+        self,
+        connection: Redis,
+        store: Store,
+        card: ModelCard,
+        *,
+        size: int,
+        window_seconds: float,
+        serializer: object,
+    ):
+        self.connection = connection
+        self.store = store
+        self.card = card
+        self.size = size
+        self.window_seconds = window_seconds
+        self.serializer = serializer
+        self._claim = connection.register_script(_CLAIM)
+
+    def key(self, job: Job | None) -> Hashable | None:
+        """The job's batch key; None for what must run alone (another function, no record)."""
+        if job is None or job.func_name != RUN_VIDEO or len(job.args) != 1:
+            return None
+        record = self.store.get(str(job.args[0]))
+        if record is None or record.status is not VideoStatus.queued:
+            return None
+        return batch_key(record, self.card, job.timeout)
+
+    def companions(self, job: Job, queue: Queue, stop: Callable[[], bool]) -> list[Job]:
+        """Up to size - 1 queued jobs that fit `job`'s batch, moved to the intermediate list.
+
+        Waits until `batch_window_seconds` have passed since the latest of the batch's jobs
+        was queued (not at all when they are that old already), or until the batch is full,
+        or until `stop()`.
+        """
+        wanted = self.size - 1
+        key = self.key(job) if wanted > 0 else None
+        if key is None:
+            return []
+        deadline = self._window_end(job)
+        keys: dict[str, Hashable | None] = {job.id: key}
+        found: dict[str, Job] = {}
+        taken: list[Job] = []
+        while True:
+            ids = [i.decode() for i in self.connection.lrange(queue.key, 0, SCAN_DEPTH - 1)]
+            new = [i for i in ids if i not in keys]
+            for job_id, candidate in zip(
+                new, Job.fetch_many(new, self.connection, serializer=self.serializer)
+            ):
+                keys[job_id] = self.key(candidate)
+                if candidate is not None:
+                    found[job_id] = candidate
+            fits = [i for i in ids if keys.get(i) == key][: wanted - len(taken)]
+            if fits:
+                moved = self._claim(keys=[queue.key, queue.intermediate_queue_key], args=fits)
+                for job_id in moved:
+                    companion = found[job_id.decode() if isinstance(job_id, bytes) else job_id]
+                    taken.append(companion)
+                    deadline = max(deadline, self._window_end(companion))
+            if len(taken) >= wanted or stop() or time.time() >= deadline:
+                return taken
+            time.sleep(min(SCAN_INTERVAL_SECONDS, max(0.0, deadline - time.time())))
+
+    def _window_end(self, job: Job) -> float:
+        """When the window that `job`'s arrival opened closes (unix time): one window after it
+        was queued, so at most one window from now."""
+        now = time.time()
+        queued_at = job.enqueued_at.timestamp() if job.enqueued_at else now
+        return min(queued_at, now) + self.window_seconds
