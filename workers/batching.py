@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Hashable
+from typing import cast
 
 from redis import Redis
 from rq.job import Job
@@ -47,7 +48,7 @@ return moved
 """
 
 
-def batch_key(record: VideoRecord, card: ModelCard, timeout: int | None) -> Hashable | None:
+def batch_key(record: VideoRecord, card: ModelCard, timeout: float | None) -> Hashable | None:
     """Jobs with equal keys can share one sampling batch; None: this one runs alone.
 
     Same task, output frames and soundtrack (every token shape and number of steps), same use
@@ -111,7 +112,8 @@ class Batcher:
         found: dict[str, Job] = {}
         taken: list[Job] = []
         while True:
-            ids = [i.decode() for i in self.connection.lrange(queue.key, 0, SCAN_DEPTH - 1)]
+            queued = cast("list[bytes]", self.connection.lrange(queue.key, 0, SCAN_DEPTH - 1))
+            ids = [i.decode() for i in queued]
             new = [i for i in ids if i not in keys]
             for job_id, candidate in zip(
                 new, Job.fetch_many(new, self.connection, serializer=self.serializer)

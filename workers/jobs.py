@@ -133,7 +133,7 @@ def run_videos(
     video_ids: Sequence[str],
     *,
     enqueued_at: Sequence[float | None] | None = None,
-    timeout: int | None = None,
+    timeout: float | None = None,
 ) -> list[Outcome]:
     """Several jobs as one batch: each job's outcome, in order (see VideoBatch.perform)."""
     return VideoBatch(
@@ -151,7 +151,7 @@ class VideoJob:
         *,
         batch_size: int = 1,
         enqueued_at: float | None = None,
-        timeout: int | None = None,
+        timeout: float | None = None,
     ):
         self.rt = rt
         self.store = rt.store
@@ -278,6 +278,13 @@ class VideoJob:
             isinstance(exc, media.MediaError) and stage == "inputs"
         ):
             code, message = "invalid_input", str(exc)
+        elif _is_out_of_memory(exc):
+            code = "out_of_memory"
+            message = (
+                f"ran out of accelerator memory while sampling this video "
+                f"({type(exc).__name__}: {exc}); lower VIDEOPOET_BATCH_SIZE, run fewer workers "
+                "per GPU, or ask for a shorter or smaller video"
+            )
         else:
             code, message = "generation_error", f"{type(exc).__name__}: {exc}"
         self.store.finish(
@@ -316,8 +323,9 @@ class VideoJob:
 class VideoBatch:
     """Jobs sampled together: one pipeline call; each job its own record, progress, cancel and
     failure. A job whose inputs fail to decode or validate, or whose outputs fail to encode,
-    fails alone; a cancelled job stops alone; the job timeout and an error inside the shared
-    sampling end every job still running."""
+    fails alone; a cancelled job stops alone; an error inside the shared sampling (the GPU out
+    of memory, say) samples the jobs again one by one, so only a job that fails alone fails;
+    the job timeout ends every job still running."""
 
     def __init__(
         self,
@@ -325,7 +333,7 @@ class VideoBatch:
         video_ids: Sequence[str],
         *,
         enqueued_at: Sequence[float | None] | None = None,
-        timeout: int | None = None,
+        timeout: float | None = None,
     ):
         self.rt = rt
         queued = list(enqueued_at) if enqueued_at is not None else [None] * len(video_ids)
@@ -410,14 +418,35 @@ class VideoBatch:
         specs = [spec for _, spec, _ in rows]
         inputs = [row_inputs for _, _, row_inputs in rows]
         if hasattr(pipeline, "generate_batch"):
-            return pipeline.generate_batch(
-                specs,
-                inputs,
-                progress=lambda row, fraction, stage: reporter.on_progress(
-                    ids[row], fraction, stage
-                ),
-                should_cancel=lambda: [r for r, v in enumerate(ids) if reporter.cancelled(v)],
-            )
+            try:
+                return _sample_batch(pipeline, ids, specs, inputs, reporter)
+            except JobTimeoutException:
+                raise
+            except Exception as exc:
+                if len(rows) == 1 or _is_cancel(exc):
+                    raise
+                # The shared sampling broke (typically the GPU ran out of memory for the whole
+                # batch): run each video alone, so only one that fails by itself fails.
+                logger.warning(
+                    "a batch of %d failed while sampling (%s: %s); running its videos one by one",
+                    len(rows),
+                    type(exc).__name__,
+                    exc,
+                )
+                _release_accelerator_memory()
+                alone: list[Any] = []
+                for row in range(len(rows)):
+                    one = slice(row, row + 1)
+                    try:
+                        alone += _sample_batch(
+                            pipeline, ids[one], specs[one], inputs[one], reporter
+                        )
+                    except JobTimeoutException:
+                        raise
+                    except Exception as row_exc:
+                        _release_accelerator_memory()
+                        alone.append(row_exc)
+                return alone
         # A pipeline without batches (VIDEOPOET_PIPELINE_FACTORY): one row after another.
         results: list[Any] = []
         for video_id, spec, row_inputs in rows:
@@ -536,6 +565,36 @@ class _timed:
         self.into[self.stage] = seconds
         if exc_type is None:
             metrics.STAGE_SECONDS.labels(self.stage).observe(seconds)
+
+
+def _sample_batch(
+    pipeline: Any,
+    ids: list[str],
+    specs: list[TaskSpec],
+    inputs: list[Any],
+    reporter: ProgressReporter,
+) -> list[Any]:
+    """One generate_batch call, its progress and cancel checks mapped to the videos."""
+    return list(
+        pipeline.generate_batch(
+            specs,
+            inputs,
+            progress=lambda row, fraction, stage: reporter.on_progress(ids[row], fraction, stage),
+            should_cancel=lambda: [r for r, v in enumerate(ids) if reporter.cancelled(v)],
+        )
+    )
+
+
+def _release_accelerator_memory() -> None:
+    """After an out-of-memory error: give the cached CUDA blocks back before retrying."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
 def _is_cancel(exc: Exception) -> bool:
