@@ -121,11 +121,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 # ---------------------------------------------------------------------------- layers
 
 
+def norm_groups(channels: int, max_groups: int = 32, min_per_group: int = 4) -> int:
+    """The most groups (up to 32) that leave at least 4 channels in each.
+
+    One channel per group would be instance norm: it removes every channel's own mean, so a
+    flat colour (a plain background) could not pass through the network.
+    """
+    limit = max(1, min(max_groups, channels // min_per_group))
+    return max(g for g in range(1, limit + 1) if channels % g == 0)
+
+
 class FrameGroupNorm(nn.GroupNorm):
     """GroupNorm over each frame on its own: statistics over time would leak the future."""
 
     def __init__(self, channels: int):
-        super().__init__(math.gcd(32, channels), channels, eps=1e-6)
+        super().__init__(norm_groups(channels), channels, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

@@ -144,3 +144,14 @@ def test_presets():
         assert config.spatial_factor == 8 and config.temporal_factor == 4
         assert config.latent_shape(17, 128, 128) == (5, 16, 16)
     assert VideoTokenizerConfig.from_name("paper").codebook_size == 2**18
+
+
+def test_frame_norm_lets_a_flat_colour_through():
+    """Per-channel means of a plain frame survive the norm (instance norm would zero them)."""
+    from models.video_tokenizer import FrameGroupNorm
+
+    norm = FrameGroupNorm(16)
+    flat = torch.arange(16, dtype=torch.float32).view(1, 16, 1, 1, 1).expand(1, 16, 2, 4, 4)
+    out = norm(flat.contiguous())
+    assert out.abs().max() > 0.5
+    assert torch.equal(out[:, :, 0], out[:, :, 1])  # and still frame by frame
