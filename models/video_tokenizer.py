@@ -18,7 +18,6 @@ Layout (widths w0 = channels, w_i = channels * channel_mult[i-1]):
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
