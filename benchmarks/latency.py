@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 import httpx
-from service import machine, pick_model, running_service
+from service import add_service_arguments, machine, pick_model, running_service
 
 MODEL_STAGES = ("text", "tokenize", "sampling", "detokenize")
 STAGES = ("api", "queue", "inputs", *MODEL_STAGES, "mux", "other")
@@ -57,22 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--model", help="preset or checkpoint (default: demo if shipped, else tiny)"
-    )
-    parser.add_argument(
-        "--task",
-        default="text_to_video",
-        choices=["text_to_video", "text_to_image", "unconditional"],
-    )
+    add_service_arguments(parser)
     parser.add_argument("--repeat", type=int, default=3, choices=range(1, 11), metavar="1..10")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per request")
-    parser.add_argument(
-        "--torch-threads", type=int, default=0, help="VIDEOPOET_TORCH_THREADS of the worker"
-    )
-    parser.add_argument(
-        "--batch-window", type=float, help="VIDEOPOET_BATCH_WINDOW_SECONDS (default: the service's)"
-    )
     args = parser.parse_args()
     model = pick_model(args.model)
 

@@ -144,3 +144,21 @@ def pick_model(requested: str | None) -> str:
 def machine() -> dict[str, Any]:
     """What the figures were measured on: cores and the load at the time."""
     return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def add_service_arguments(parser) -> None:
+    """The options both service benchmarks take: model, task, worker threads, batch window."""
+    parser.add_argument(
+        "--model", help="preset or checkpoint (default: demo if shipped, else tiny)"
+    )
+    parser.add_argument(
+        "--task",
+        default="text_to_video",
+        choices=["text_to_video", "text_to_image", "unconditional"],
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, default=0, help="VIDEOPOET_TORCH_THREADS of the worker"
+    )
+    parser.add_argument(
+        "--batch-window", type=float, help="VIDEOPOET_BATCH_WINDOW_SECONDS (default: the service's)"
+    )

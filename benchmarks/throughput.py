@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from service import machine, pick_model, running_service
+from service import add_service_arguments, machine, pick_model, running_service
 
 STAGES = ("queue", "inputs", "text", "tokenize", "sampling", "detokenize", "mux")
 
@@ -79,23 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--model", help="preset or checkpoint (default: demo if shipped, else tiny)"
-    )
+    add_service_arguments(parser)
     parser.add_argument("--requests", type=int, default=8, choices=range(2, 33), metavar="2..32")
-    parser.add_argument(
-        "--task",
-        default="text_to_video",
-        choices=["text_to_video", "text_to_image", "unconditional"],
-    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per phase")
     parser.add_argument("--rounds", type=int, default=1, choices=range(1, 6), metavar="1..5")
-    parser.add_argument(
-        "--torch-threads", type=int, default=0, help="VIDEOPOET_TORCH_THREADS of the worker"
-    )
-    parser.add_argument(
-        "--batch-window", type=float, help="VIDEOPOET_BATCH_WINDOW_SECONDS (default: the service's)"
-    )
     args = parser.parse_args()
     model = pick_model(args.model)
 
