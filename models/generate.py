@@ -10,7 +10,7 @@ the same batch as the conditional ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +20,7 @@ from models.vocab import Batch, Vocab
 
 
 class GenerationCancelled(Exception):
-    """The cancel check returned True: sampling stopped between two steps."""
+    """Every row of the batch was dropped: sampling stopped between two steps."""
 
 
 @dataclass
@@ -62,6 +62,17 @@ class SamplingParams:
             max_top_k=max(top_k, default=0),
             any_top_p=any(p < 1 for p in top_p),
             any_guidance=any(g != 1 for g in guidance),
+        )
+
+    def select(self, rows: list[int]) -> SamplingParams:
+        """The settings of `rows` only (a batch that lost some rows). The batch-wide flags stay
+        as they were, so what the kept rows compute does not change when others leave."""
+        index = torch.tensor(rows, device=self.temperature.device)
+        return SamplingParams(
+            temperature=self.temperature[index], top_k=self.top_k[index], top_p=self.top_p[index],
+            guidance=self.guidance[index], generators=[self.generators[r] for r in rows],
+            greedy=[self.greedy[r] for r in rows], max_top_k=self.max_top_k,
+            any_top_p=self.any_top_p, any_guidance=self.any_guidance,
         )
 
 
@@ -147,6 +158,15 @@ def compile_decode_step(mode: str = "reduce-overhead") -> Callable:
     return torch.compile(decode_one_token_static, mode=mode, fullgraph=True, dynamic=False)
 
 
+def _compact_caches(model: PrefixLM, index: torch.Tensor) -> None:
+    """Move the cache rows `index` to the front, in order (KVCache serves its first B rows)."""
+    for block in model.layers:
+        cache = block.attn.kv_cache
+        n = len(index)
+        cache.k[:n] = cache.k.index_select(0, index)
+        cache.v[:n] = cache.v.index_select(0, index)
+
+
 @torch.no_grad()
 def generate_tokens(
     model: PrefixLM,
@@ -156,12 +176,19 @@ def generate_tokens(
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     static_step: Callable | None = None,
+    drop_rows: Callable[[], Collection[int]] | None = None,
 ) -> torch.Tensor:
     """Sample the output of every row of `batch`: ids (B, S - prefix_len), markers included.
 
     `static_step`: a compiled `decode_one_token_static` to use instead of the eager step.
     Nothing in the loop reads a value back from the device: which rows sample at a position is
     decided from the forced ids on the host.
+
+    `drop_rows()` (checked before every step) names rows no longer wanted (a cancelled request
+    of a server's batch): they leave the batch, with their cache rows and random generators, so
+    the rest run as a smaller batch; a dropped row's unsampled positions hold its kind's first
+    code, so the output still decodes. GenerationCancelled when every row has been dropped, or
+    when `should_cancel()` turns True.
     """
     layout = batch.layout
     P, S = layout.prefix_len, layout.length
@@ -176,39 +203,76 @@ def generate_tokens(
         uncond_valid[:, layout.text_slice] = False
         ids, key_valid = torch.cat([ids, ids]), torch.cat([key_valid, uncond_valid])
         text = torch.cat([text, torch.zeros_like(text)])
-        guidance = params.guidance[:, None]
-    R = ids.shape[0]
-    model.setup_caches(R, S)
-    valid = torch.zeros(R, model.max_seq_len, dtype=torch.bool, device=device)
-    valid[:, :S] = key_valid
 
     forced_host = batch.forced.cpu()
     free = (forced_host < 0).tolist()  # free[r][i]: row r samples output position i
     forced = forced_host.to(device)
     kinds = layout.kinds[P:]
-    content = [i for i, f in enumerate(layout.structure[P:]) if f < 0]
+    structure = layout.structure[P:]
+    content = [i for i, f in enumerate(structure) if f < 0]
     n_steps = content[-1] + 1 if content else 0
     out = forced.clone()
+    live = list(range(B))  # rows of `out` still in the batch, in batch order
+
+    def leave(gone: set[int]) -> torch.Tensor | None:
+        """Drop rows `gone` from `live`; the batch index of the kept (and their CFG twin) rows."""
+        nonlocal live, params
+        keep = [k for k, r in enumerate(live) if r not in gone]
+        if not keep:
+            raise GenerationCancelled("every row of the batch was cancelled")
+        n = len(live)
+        live = [live[k] for k in keep]
+        params = params.select(keep)
+        return torch.tensor(keep + [k + n for k in keep] if use_cfg else keep, device=device)
+
+    def dropped_now() -> set[int]:
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled("cancelled")
+        return set(drop_rows()) & set(live) if drop_rows is not None else set()
+
+    gone = dropped_now()
+    if gone:  # before the prefill: these rows never run
+        index = leave(gone)
+        ids, key_valid = ids[index], key_valid[index]
+        text = None if text is None else text[index]
+    R = ids.shape[0]
+    model.setup_caches(R, S)
+    valid = torch.zeros(R, model.max_seq_len, dtype=torch.bool, device=device)
+    valid[:, :S] = key_valid
 
     h = prefill(model, model.embed(ids[:, :P], text, layout.text_slice), valid, P)
     for i in range(n_steps):
-        if should_cancel is not None and should_cancel():
-            raise GenerationCancelled(f"cancelled after {i} of {n_steps} tokens")
-        free_rows = [r for r in range(B) if free[r][i]]
+        try:
+            gone = dropped_now()
+        except GenerationCancelled as exc:
+            raise GenerationCancelled(f"{exc} after {i} of {n_steps} tokens") from None
+        if gone:
+            index = leave(gone)
+            h, valid = h[index], valid[index]
+            _compact_caches(model, index)
+        whole = len(live) == B
+        rows = slice(None) if whole else torch.tensor(live, device=device)
+        n = len(live)
+        free_rows = [k for k, r in enumerate(live) if free[r][i]]
         if free_rows:
             lo, hi = vocab.code_range(kinds[i])
             logits = model.logits(h, lo, hi)  # (R, hi - lo)
             if use_cfg:
-                cond, uncond = logits[:B], logits[B:]
+                cond, uncond = logits[:n], logits[n:]
+                guidance = params.guidance[:, None]
                 logits = torch.where(guidance == 1, cond, uncond + guidance * (cond - uncond))
             token = sample(logits, params, free_rows) + lo
-            out[:, i] = torch.where(forced[:, i] >= 0, forced[:, i], token)
+            out[rows, i] = torch.where(forced[rows, i] >= 0, forced[rows, i], token)
         if progress is not None:
             progress(i + 1, n_steps)
         if i + 1 < n_steps:
-            step = torch.cat([out[:, i], out[:, i]]) if use_cfg else out[:, i]
+            step = out[rows, i]
+            step = torch.cat([step, step]) if use_cfg else step
             if static_step is None:
                 h = decode_one_token(model, step, P + i, valid)
             else:
                 h = static_step(model, step, torch.tensor([P + i], device=device), valid).clone()
+    if len(live) < B:  # dropped rows: their unsampled positions get a valid code
+        first = [vocab.code_range(kinds[i])[0] if structure[i] < 0 else 0 for i in range(len(kinds))]
+        out = torch.where(out >= 0, out, torch.tensor(first, device=device))
     return out

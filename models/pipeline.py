@@ -284,6 +284,16 @@ class _Clock:
         return on_token
 
 
+
+def _rows_skipping(n: int, dropped, decode: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Stack decode(k) for k < n; rows that `dropped()` names are zeros, not decoded."""
+    skip = set(dropped()) if dropped is not None else set()
+    done = {k: decode(k) for k in range(n) if k not in skip}
+    if not done:  # every row dropped: nothing is kept, any array of the right length will do
+        done[0] = decode(0)
+    like = next(iter(done.values()))
+    return np.stack([done[k] if k in done else np.zeros_like(like) for k in range(n)])
+
 class Pipeline:
     def __init__(self, config: ModelConfig, video_tokenizer: VideoTokenizer,
                  audio_tokenizer: AudioTokenizer, lm: PrefixLM, device: str | torch.device = "cpu",
@@ -334,7 +344,9 @@ class Pipeline:
         clock = _Clock({row.index: self._planned_steps(row) for row in rows}, progress)
         with torch.inference_mode():
             for group in _groups(rows):
-                self._run_group(group, clock, should_cancel)
+                everyone = range(len(group))
+                self._run_group(group, clock, None if should_cancel is None else
+                                (lambda everyone=everyone: everyone if should_cancel() else ()))
         if progress is not None:
             progress(1.0, "done")
         results = [self._result(row, clock) for row in rows]
@@ -353,10 +365,10 @@ class Pipeline:
         `progress(row, fraction, stage)` reports each row's sampling; `should_cancel()` returns
         the rows to drop (indices into `specs`). A row's place in the returned list holds its
         result, or the TaskSpecError that stops it from running (the others still run), or
-        GenerationCancelled when it was dropped. A group whose rows are all dropped stops
-        between two sampling steps; a row dropped while its group runs stays in the batch to
-        the end of the group (the sampler cannot shrink a batch yet), its output then thrown
-        away. An error while sampling or decoding is the whole call's (it shares the forward
+        GenerationCancelled when it was dropped. A row dropped while its group samples leaves
+        the sampler's batch at the next step (the others go on as a smaller batch, their
+        outputs unchanged) and is not detokenized; a group whose rows are all dropped stops
+        between two sampling steps. An error while sampling or decoding is the whole call's (it shares the forward
         passes) and is raised.
         """
         spec_list, input_list = _as_lists(list(specs), inputs)
@@ -379,8 +391,13 @@ class Pipeline:
                 if not live:
                     continue
                 members = frozenset(row.index for row in live)
+
+                def local(live=live) -> list[int]:  # the group's own row numbers
+                    gone = dropped()
+                    return [k for k, row in enumerate(live) if row.index in gone]
+
                 try:
-                    self._run_group(live, clock, lambda members=members: members <= dropped())
+                    self._run_group(live, clock, local)
                 except GenerationCancelled as exc:
                     failed.update(dict.fromkeys(members, exc))
         gone = dropped()
@@ -460,7 +477,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ running
 
-    def _run_group(self, rows: list[_Row], clock: _Clock, should_cancel) -> None:
+    def _run_group(self, rows: list[_Row], clock: _Clock, dropped) -> None:
+        """Run rows of one task together; `dropped()` (or None) names rows (indices into
+        `rows`) that are no longer wanted: they leave the sampler and are not decoded."""
         task = rows[0].spec.task
         params = SamplingParams.for_rows(
             [r.seed for r in rows], [r.spec.temperature for r in rows], [r.spec.top_k for r in rows],
@@ -469,62 +488,62 @@ class Pipeline:
         text = self._encode_text([r.spec.prompt for r in rows], clock)
         card = self.card
         if task in (Task.unconditional, Task.text_to_video, Task.text_to_image):
-            out = self._sample(task, rows, params, text, clock, should_cancel)
-            frames = self._decode_video(out["visual_out"], 1 if task is Task.text_to_image else self.shapes.t_clip, clock)
+            out = self._sample(task, rows, params, text, clock, dropped)
+            frames = self._decode_video(out["visual_out"], 1 if task is Task.text_to_image else self.shapes.t_clip, clock, dropped)
             for row, f in zip(rows, frames):
                 row.frames = f
         elif task is Task.image_to_video:
             image_tokens = self._encode_video([r.frames for r in rows], clock)  # (B, 1, h, w)
-            out = self._sample(task, rows, params, text, clock, should_cancel, visual_in=image_tokens.flatten(1))
+            out = self._sample(task, rows, params, text, clock, dropped, visual_in=image_tokens.flatten(1))
             tokens = torch.cat([image_tokens.flatten(1), out["visual_out"]], dim=1)
-            for row, f in zip(rows, self._decode_video(tokens, self.shapes.t_clip, clock)):
+            for row, f in zip(rows, self._decode_video(tokens, self.shapes.t_clip, clock, dropped)):
                 row.frames = f
         elif task is Task.continuation:
             target = [len(r.frames) + r.new_frames for r in rows]
             for _ in range(-(-rows[0].new_frames // card.step_frames)):
-                self._continue(rows, params, text, clock, should_cancel)
+                self._continue(rows, params, text, clock, dropped)
             for row, t in zip(rows, target):
                 row.frames = row.frames[:t]
         elif task in (Task.inpaint, Task.outpaint):
-            self._fill(task, rows, params, text, clock, should_cancel)
+            self._fill(task, rows, params, text, clock, dropped)
         elif task is Task.stylize:
             control = [stylize_control(r.frames) for r in rows]
             tokens = self._encode_video(control, clock).flatten(1)
-            out = self._sample(task, rows, params, text, clock, should_cancel, visual_in=tokens)
-            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+            out = self._sample(task, rows, params, text, clock, dropped, visual_in=tokens)
+            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
                 row.frames = f
         elif task is Task.audio_to_video:
             codes = self._encode_audio([r.audio for r in rows], clock)
-            out = self._sample(task, rows, params, text, clock, should_cancel, audio_in=codes)
-            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+            out = self._sample(task, rows, params, text, clock, dropped, audio_in=codes)
+            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
                 row.frames = f
         elif task is Task.video_to_audio:
-            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, should_cancel)):
+            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, dropped)):
                 row.audio = audio
         elif task is Task.av_continuation:
-            self._av_continue(rows, params, text, clock, should_cancel)
+            self._av_continue(rows, params, text, clock, dropped)
         # Long video: continue the first clip on its own last second.
         if task in _EXTENDS and task is not Task.continuation:
             while len(rows[0].frames) < rows[0].new_frames:
-                self._continue(rows, params, text, clock, should_cancel)
+                self._continue(rows, params, text, clock, dropped)
             for row in rows:
                 row.frames = row.frames[: row.new_frames]
         if rows[0].spec.with_audio and task not in (Task.video_to_audio, Task.av_continuation, Task.audio_to_video):
-            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, should_cancel)):
+            for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, dropped)):
                 row.audio = audio
         if task is Task.audio_to_video:  # the result plays the audio it was made from
             for row in rows:
                 row.audio = fit_samples(row.audio, round(len(row.frames) / card.fps * card.sample_rate))
 
     def _sample(self, task: Task, rows: list[_Row], params: SamplingParams, text, clock: _Clock,
-                should_cancel, **content) -> dict[str, torch.Tensor]:
+                dropped, **content) -> dict[str, torch.Tensor]:
         layout = self.layouts[task]
         states, mask = text if layout.text_slice is not None else (None, None)
         batch = assemble(layout, self.vocab, text=states, text_mask=mask, batch_size=len(rows), **content)
         t0 = time.perf_counter()
         out = generate_tokens(
             self.lm, self.vocab, batch, params, progress=clock.step(task.value, rows),
-            should_cancel=should_cancel, static_step=self.static_step,
+            drop_rows=dropped, static_step=self.static_step,
         )
         clock.add("sampling", time.perf_counter() - t0)
         generated = (batch.forced < 0).sum(1).tolist()
@@ -533,17 +552,17 @@ class Pipeline:
             row.generated_tokens += n
         return split_output(layout, self.vocab, out)
 
-    def _continue(self, rows: list[_Row], params, text, clock, should_cancel) -> None:
+    def _continue(self, rows: list[_Row], params, text, clock, dropped) -> None:
         """Add `step_frames` frames to every row, conditioned on its last `context_frames`."""
         card, shapes = self.card, self.shapes
         context = [_tail(r.frames, card.context_frames) for r in rows]
         tokens = self._encode_video(context, clock).flatten(1)  # (B, t_ctx * h * w)
-        out = self._sample(Task.continuation, rows, params, text, clock, should_cancel, visual_in=tokens)
+        out = self._sample(Task.continuation, rows, params, text, clock, dropped, visual_in=tokens)
         full = torch.cat([tokens, out["visual_out"]], dim=1)
-        for row, f in zip(rows, self._decode_video(full, shapes.t_clip, clock)):
+        for row, f in zip(rows, self._decode_video(full, shapes.t_clip, clock, dropped)):
             row.frames = np.concatenate([row.frames, f[card.context_frames:]])
 
-    def _fill(self, task: Task, rows: list[_Row], params, text, clock, should_cancel) -> None:
+    def _fill(self, task: Task, rows: list[_Row], params, text, clock, dropped) -> None:
         tokens = self._encode_video([r.frames for r in rows], clock)  # (B, t, h, w)
         masks = []
         for row in rows:
@@ -552,12 +571,12 @@ class Pipeline:
             masks.append(box if task is Task.inpaint else ~box)
         masked = torch.from_numpy(np.stack(masks))[:, None].to(tokens.device).expand_as(tokens)
         visual_in = torch.where(masked, -1, tokens).flatten(1)
-        out = self._sample(task, rows, params, text, clock, should_cancel,
+        out = self._sample(task, rows, params, text, clock, dropped,
                            visual_in=visual_in, visual_out_known=visual_in)
-        for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock)):
+        for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
             row.frames = f
 
-    def _soundtrack(self, rows: list[_Row], params, text, clock, should_cancel) -> list[np.ndarray]:
+    def _soundtrack(self, rows: list[_Row], params, text, clock, dropped) -> list[np.ndarray]:
         """video_to_audio over clip-long windows of each row's video, joined end to end."""
         card = self.card
         step = card.clip_frames - 1  # windows share an edge frame; audio covers step/fps each
@@ -566,24 +585,24 @@ class Pipeline:
         for start in range(0, max(1, n_frames - 1), step):
             window = [fit_length(r.frames[start:], card.clip_frames) for r in rows]
             tokens = self._encode_video(window, clock).flatten(1)
-            out = self._sample(Task.video_to_audio, rows, params, text, clock, should_cancel, visual_in=tokens)
-            audio = self._decode_audio(out["audio_out"], clock)
+            out = self._sample(Task.video_to_audio, rows, params, text, clock, dropped, visual_in=tokens)
+            audio = self._decode_audio(out["audio_out"], clock, dropped)
             for piece, a in zip(pieces, audio):
                 piece.append(a[: round(step / card.fps * card.sample_rate)])
         total = round(n_frames / card.fps * card.sample_rate)
         return [fit_samples(np.concatenate(p), total) for p in pieces]
 
-    def _av_continue(self, rows: list[_Row], params, text, clock, should_cancel) -> None:
+    def _av_continue(self, rows: list[_Row], params, text, clock, dropped) -> None:
         card, shapes = self.card, self.shapes
         context = [_tail(r.frames, card.context_frames) for r in rows]
         tokens = self._encode_video(context, clock).flatten(1)
         audio_ctx = [_tail_samples(r.audio, shapes.context_samples) for r in rows]
         codes = self._encode_audio(audio_ctx, clock)
-        out = self._sample(Task.av_continuation, rows, params, text, clock, should_cancel,
+        out = self._sample(Task.av_continuation, rows, params, text, clock, dropped,
                            visual_in=tokens, audio_in=codes)
         full = torch.cat([tokens, out["visual_out"]], dim=1)
-        frames = self._decode_video(full, shapes.t_clip, clock)
-        audio = self._decode_audio(out["audio_out"], clock)
+        frames = self._decode_video(full, shapes.t_clip, clock, dropped)
+        audio = self._decode_audio(out["audio_out"], clock, dropped)
         for row, f, a in zip(rows, frames, audio):
             row.frames = np.concatenate([row.frames, f[card.context_frames:]])
             row.audio = np.concatenate([row.audio, fit_samples(a, shapes.step_samples)])
@@ -615,20 +634,22 @@ class Pipeline:
         clock.add("tokenize", time.perf_counter() - t0)
         return codes
 
-    def _decode_video(self, tokens: torch.Tensor, t: int, clock: _Clock) -> np.ndarray:
-        """Flat visual codes (B, t*h*w) -> uint8 frames (B, T, H, W, 3)."""
+    def _decode_video(self, tokens: torch.Tensor, t: int, clock: _Clock, dropped=None) -> np.ndarray:
+        """Flat visual codes (B, t*h*w) -> uint8 frames (B, T, H, W, 3); dropped rows stay black."""
         t0 = time.perf_counter()
         h, w = self.shapes.latent_hw
         grids = tokens.reshape(-1, 1, t, h, w)
-        frames = np.concatenate([
-            VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(g)) for g in grids
-        ])  # row by row, as in _encode_video
+        frames = _rows_skipping(  # row by row, as in _encode_video
+            len(grids), dropped, lambda k: VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(grids[k]))[0]
+        )
         clock.add("detokenize", time.perf_counter() - t0)
         return frames
 
-    def _decode_audio(self, codes: torch.Tensor, clock: _Clock) -> np.ndarray:
+    def _decode_audio(self, codes: torch.Tensor, clock: _Clock, dropped=None) -> np.ndarray:
         t0 = time.perf_counter()
-        audio = torch.cat([self.audio_tokenizer.decode(c[None]) for c in codes]).float().cpu().numpy()
+        audio = _rows_skipping(
+            len(codes), dropped, lambda k: self.audio_tokenizer.decode(codes[k][None]).float().cpu().numpy()[0]
+        )
         clock.add("detokenize", time.perf_counter() - t0)
         return np.clip(audio, -1, 1)
 

@@ -103,3 +103,35 @@ def test_fixed_shape_decode_step_equals_the_eager_step(tiny):
         eager = decode_one_token(lm, token, P, valid)
         static = decode_one_token_static(lm, token, torch.tensor([P]), valid)
     torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny):
+    """Cancel one row mid-sampling: later steps run without it, the rest equal solo runs."""
+    layout = tiny.layouts[Task.text_to_video]
+    vocab = tiny.vocab
+    B = 3
+    text = torch.randn(B, 64, 384)
+    mask = torch.zeros(B, 64, dtype=torch.bool)
+    mask[:, :6] = True
+    seeds, guidance = [11, 12, 13], [1.0, 3.0, 2.0]  # guidance: the doubled batch shrinks too
+
+    def run(rows, drop_rows=None, progress=None):
+        batch = assemble(layout, vocab, text=text[rows], text_mask=mask[rows], batch_size=len(rows))
+        params = SamplingParams.for_rows([seeds[r] for r in rows], [1.0] * len(rows), [None] * len(rows),
+                                         [None] * len(rows), [guidance[r] for r in rows])
+        return generate_tokens(tiny.lm, vocab, batch, params, progress=progress, drop_rows=drop_rows)
+
+    sizes: list[int] = []
+    hook = tiny.lm.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    steps = []
+    try:
+        out = run([0, 1, 2], drop_rows=lambda: {1} if len(steps) >= 20 else (),
+                  progress=lambda i, n: steps.append(i))
+    finally:
+        hook.remove()
+    assert sizes[0] == 2 * B and sizes[-1] == 2 * (B - 1)  # prefill with all, the tail without row 1
+    for r in (0, 2):
+        assert torch.equal(out[r], run([r])[0])
+    lo, hi = vocab.code_range(Kind.visual)
+    parts = split_output(layout, vocab, out)
+    assert parts["visual_out"].min() >= 0 and parts["visual_out"].max() < hi - lo  # still decodable
