@@ -99,12 +99,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # full-resolution level costs most (17x64x64 voxels), so it stays very narrow (9) and the
     # width grows at each stage (18, 36, 72): flat-colour shapes on flat backgrounds need little
     # capacity at full resolution, and this trains ~4x faster per clip than (32, (1, 2, 4))
-    # (issue 4: ~1 s per step of 4 five-frame crops on 2 shared cores). 9, not 8: FrameGroupNorm
-    # takes gcd(32, C) groups, and with one channel per group (any C dividing 32) it removes
-    # each channel's per-frame mean, so a flat background's colour cannot pass the decoder's
-    # last norm; with 9 (one group of 9 at full resolution, groups of 9 after) it can.
+    # (issue 4: ~1 s per step of 4 five-frame crops on 2 shared cores).
     # 2**10 codes keep LFQ's entropy loss (tokens x codebook) and the LM's vocabulary small.
-    "demo": {"channels": 9, "channel_mult": (2, 4, 8), "num_res_blocks": 1, "codebook_bits": 10},
+    # Entropy weight 0.01, not MAGVIT-v2's 0.1: most patches of this world are the same flat
+    # background, and at 0.1 the codebook-diversity term outweighed reconstruction (it spread
+    # identical patches over many codes; the decoder then lost every object's colour).
+    "demo": {"channels": 9, "channel_mult": (2, 4, 8), "num_res_blocks": 1, "codebook_bits": 10,
+             "entropy_loss_weight": 0.01},
     # paper-shaped (MAGVIT-v2: 128 x (1, 2, 2, 4), 4 res blocks, 2**18 codes). Training it
     # needs a GPU; LFQ's entropy loss then holds a (tokens x 262,144) matrix.
     "paper": {
