@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     # cores are shared (other work, several workers), give each worker its share: threads
     # that wait on a descheduled sibling make every op many times slower.
     torch_threads: int = Field(default=0, ge=0)
+    # LM weights' dtype: "auto" is bfloat16 on CUDA and float32 on CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Compile the fixed-shape decode step (torch.compile; CUDA graphs on CUDA). The first job of
+    # each batch size pays the compile (tens of seconds); later ones decode faster.
+    compile: bool = False
     # External Redis. Unset: `videopoet serve` starts an embedded redis-server and points its
     # children here; `videopoet api` / `worker` alone fall back to DEFAULT_REDIS_URL.
     redis_url: str | None = None

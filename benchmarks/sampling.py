@@ -1,6 +1,7 @@
 """LM sampling speed against Hugging Face `generate()` on a model of the same shape.
 
     .venv/bin/python benchmarks/sampling.py [--shapes demo wide] [--batches 1 8] [--repeat 3]
+        [--threads N] [--compile]
 
 Both run in this process on the same device, float32 on CPU: ours is models/generate.py over
 a PrefixLM; theirs is a `transformers` LlamaForCausalLM with the same layers, width, heads,
@@ -26,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from models.generate import SamplingParams, generate_tokens  # noqa: E402
+from models.generate import SamplingParams, compile_decode_step, generate_tokens  # noqa: E402
 from models.lm import LM_PRESETS, LMConfig, PrefixLM  # noqa: E402
 from models.pipeline import ModelConfig  # noqa: E402
 from models.spec import Task  # noqa: E402
@@ -65,8 +66,9 @@ def build_hf(lm: LMConfig, device: str, dtype: torch.dtype):
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
-def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int) -> dict:
+def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, compiled: bool = False) -> dict:
     config, ours = build_ours(shape, device, dtype)
+    step = compile_decode_step() if compiled else None  # VIDEOPOET_COMPILE=1 in the service
     hf = build_hf(config.lm, device, dtype)
     from models.pipeline import TaskShapes
 
@@ -81,7 +83,7 @@ def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int) 
     def run_ours():
         params = SamplingParams.for_rows(range(batch), [1.0] * batch, [None] * batch, [None] * batch,
                                          [1.0] * batch, device=device)
-        generate_tokens(ours, config.vocab, tb, params)
+        generate_tokens(ours, config.vocab, tb, params, static_step=step)
 
     def run_hf():
         hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
@@ -109,7 +111,7 @@ def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int) 
         "layers": config.lm.n_layers, "dim": config.lm.dim, "heads": config.lm.n_heads,
         "vocab": config.lm.vocab_size, "prefix": prefix, "new_tokens": new_tokens,
         "ours_tokens_per_s": round(ours_tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
-        "ratio": round(ours_tps / hf_tps, 2), "threads": torch.get_num_threads(),
+        "ratio": round(ours_tps / hf_tps, 2), "threads": torch.get_num_threads(), "compiled": compiled,
     }
     if device == "cuda":
         weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
@@ -126,16 +128,21 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with the compiled fixed-shape decode step (VIDEOPOET_COMPILE=1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s, for --device cuda")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     shapes = args.shapes or (["videopoet-1b"] if cuda else ["demo", "wide"])
     dtype = torch.bfloat16 if cuda else torch.float32
     bench.bandwidth = args.bandwidth
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = []
     for shape in shapes:
         for batch in args.batches:
-            row = bench(shape, batch, args.device, dtype, args.repeat)
+            row = bench(shape, batch, args.device, dtype, args.repeat, args.compile)
             rows.append(row)
             print(
                 f"{shape:>12} batch {batch}: ours {row['ours_tokens_per_s']:>9} tok/s, "
