@@ -283,6 +283,24 @@ class _Stop:
         self.flag = True
 
 
+def resolve_device(device: str) -> str:
+    """ "auto": cuda when torch sees a GPU, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
+    return device
+
+
+def _autocast(device: str):
+    """bfloat16 autocast on CUDA (the quantizers keep their own float32); nothing on CPU."""
+    import contextlib
+
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) -> dict:
     """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit."""
     from tqdm import tqdm
@@ -291,6 +309,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) ->
     steps = args.steps or d.steps
     warmup = min(d.warmup, max(1, steps // 10))
     lr = args.lr or d.lr
+    module.to(args.device)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     state = run.load_state(args.resume)
     start, elapsed = 0, 0.0
@@ -315,7 +334,8 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) ->
         clock = (time.perf_counter() - t_start) / limit * steps if limit < math.inf else 0
         for g in opt.param_groups:
             g["lr"] = lr_at(max(step, int(clock)), steps, lr, warmup)
-        loss, parts = step_fn(rng, step)
+        with _autocast(args.device):
+            loss, parts = step_fn(rng, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0))
@@ -385,7 +405,9 @@ def train_video_tokenizer(args) -> dict:
             x = _video_batch(data, card, 1, args.image_batch, rng)
         else:
             x = _video_batch(data, card, frames, batch, rng)
+        x = x.to(args.device)
         out = model(x)
+        out = out._replace(reconstruction=out.reconstruction.float())
         w = 1.0 + args.foreground_weight * foreground(x) if args.foreground_weight else 1.0
         l1 = (w * (out.reconstruction - x).abs()).mean()
         mse = (w * (out.reconstruction - x).pow(2)).mean()
@@ -428,10 +450,11 @@ def train_audio_tokenizer(args) -> dict:
             audio = data[int(rng.integers(len(data)))].audio
             start = int(rng.integers(0, max(1, len(audio) - n + 1)))
             rows.append(fit_samples(audio[start:], n))
-        x = torch.from_numpy(np.stack(rows))
+        x = torch.from_numpy(np.stack(rows)).to(args.device)
         out = model(x)
-        wave = (out.reconstruction - x).abs().mean()
-        spec = _stft_loss(out.reconstruction, x)
+        rec = out.reconstruction.float()
+        wave = (rec - x).abs().mean()
+        spec = _stft_loss(rec, x)
         loss = wave + spec + out.aux_loss
         return loss, {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
 
@@ -462,14 +485,14 @@ def load_tokenizers(run: Run) -> tuple[VideoTokenizer, AudioTokenizer]:
 
 
 @torch.no_grad()
-def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16) -> dict:
+def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu") -> dict:
     """Tokenize n_clips clips (video, control video, audio) and encode their captions once."""
     from tqdm import tqdm
 
     from models.text_encoder import load_text_encoder
 
     card = run.config.card
-    video_tok, audio_tok = load_tokenizers(run)
+    video_tok, audio_tok = (m.to(device) for m in load_tokenizers(run))
     shapes = TaskShapes(run.config)
     rng = np.random.default_rng([seed, 7])
     n_clips = min(n_clips, len(data)) if not isinstance(data, ShapesAVData) else n_clips
@@ -478,11 +501,11 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16) -> d
     for i in tqdm(range(0, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
         exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : i + batch]]
         frames = np.stack([e.frames for e in exs])
-        video.append(video_tok.encode(VideoTokenizer.frames_to_tensor(frames)))
+        video.append(video_tok.encode(VideoTokenizer.frames_to_tensor(frames).to(device)).cpu())
         ctrl = np.stack([stylize_control(e.frames) for e in exs])
-        control.append(video_tok.encode(VideoTokenizer.frames_to_tensor(ctrl)))
+        control.append(video_tok.encode(VideoTokenizer.frames_to_tensor(ctrl).to(device)).cpu())
         wav = torch.from_numpy(np.stack([fit_samples(e.audio, shapes.clip_samples) for e in exs]))
-        audio.append(audio_tok.encode(wav))
+        audio.append(audio_tok.encode(wav.to(device)).cpu())
         captions += [e.caption for e in exs]
     unique = sorted(set(captions))
     encoder = load_text_encoder(run.config.text_encoder, run.config.text_encoder_path, run.config.text_tokens)
@@ -556,6 +579,16 @@ def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: Task
             "text_len": int(text_len.max())}
 
 
+def _to_device(batch, device: str):
+    from dataclasses import replace
+
+    if device == "cpu":
+        return batch
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return replace(batch, ids=move(batch.ids), key_valid=move(batch.key_valid), text=move(batch.text),
+                   forced=move(batch.forced))
+
+
 def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
     """Next-token cross-entropy over the output's content positions, each over its kind's ids.
 
@@ -570,6 +603,8 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
     if ts is not None:
         keep[ts.start + max(1, text_len) : ts.stop] = False
     pos = torch.nonzero(keep).squeeze(1)  # (S',) original positions
+    device = batch.ids.device
+    keep, pos = keep.to(device), pos.to(device)
     x = lm.tok_embeddings(batch.ids[:, keep])  # (B, S', C)
     if ts is not None:
         n = max(1, text_len)
@@ -585,9 +620,10 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
         if kind in (Kind.special, Kind.text):
             continue
         targets_at = torch.nonzero((kinds == kind) & (structure < 0) & (torch.arange(S) >= P)).squeeze(1)
+        targets_at = targets_at.to(device)
         lo, hi = vocab.code_range(kind)
         hidden = h[:, targets_at - 1 - (S - len(pos))]  # every dropped position lies before P
-        logits = lm.logits(hidden, lo, hi)  # (B, n, hi - lo)
+        logits = lm.logits(hidden, lo, hi).float()  # (B, n, hi - lo)
         target = batch.ids[:, targets_at] - lo
         total = total + F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum")
         count += target.numel()
@@ -604,7 +640,8 @@ def train_lm(args) -> dict:
     if d is None or d["tokenizers"] != digests or len(d["video"]) < args.clips:
         log.info("tokenizing %d clips for the LM", args.clips)
         t0 = time.perf_counter()
-        d = build_lm_data(run, open_data(args.data, card, seed=args.seed + 1), args.clips, args.seed)
+        d = build_lm_data(run, open_data(args.data, card, seed=args.seed + 1), args.clips, args.seed,
+                          device=args.device)
         torch.save(d, data_path)
         log.info("tokenized in %.0f s", time.perf_counter() - t0)
     torch.manual_seed(args.seed)
@@ -623,7 +660,7 @@ def train_lm(args) -> dict:
         task = tasks[int(rng.choice(len(tasks), p=weights))]
         rows = rng.integers(0, N, batch)
         b = _lm_batch(task, d, rows, layouts[task], vocab, shapes, rng)
-        loss = lm_loss(lm, b["batch"], vocab, b["text_len"])
+        loss = lm_loss(lm, _to_device(b["batch"], args.device), vocab, b["text_len"])
         return loss, {f"loss_{task.value}": loss.detach()}
 
     return _loop(run, lm, args, step_fn)
@@ -655,6 +692,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-minutes", type=float, default=3.0, help="checkpoint interval")
     p.add_argument("--log-every", type=int, default=10, help="log a loss line every N steps")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when a GPU is seen, else cpu), cpu or cuda; bfloat16 autocast on cuda")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -663,6 +702,7 @@ def main_train(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    args.device = resolve_device(args.device)
     if args.crop_frames and (args.crop_frames - 1) % 4:
         raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
     fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,
