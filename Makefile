@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench demo-checkpoint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,22 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/models.py
+
+# The demo checkpoint's recipe (README: "Training the demo checkpoint"). Resumable: run it again
+# to go on. The two tokenizers train side by side, one thread each; then the LM; then the eval.
+# MINUTES bounds each run (the cosine follows it); DEMO is the training folder.
+DEMO    ?= out/demo
+MINUTES ?= 60
+TRAIN   := $(PY) -m models.train
+demo-checkpoint: setup
+	$(TRAIN) video-tokenizer --config demo --out $(DEMO) --resume --steps 20000 --batch 4 \
+	  --crop-frames 5 --image-batch 16 --foreground-weight 10 --threads 1 --max-minutes $(MINUTES) & v=$$!; \
+	$(TRAIN) audio-tokenizer --config demo --out $(DEMO) --resume --steps 20000 --batch 8 \
+	  --crop-seconds 0.5 --threads 1 --max-minutes $(MINUTES) & a=$$!; \
+	wait $$v && wait $$a
+	$(TRAIN) lm --config demo --out $(DEMO) --resume --steps 10000 --batch 8 --clips 2000 --lr 2e-3 \
+	  --max-minutes $(MINUTES)
+	$(PY) -m models.evaluate --model $(DEMO) --n 24 --json $(DEMO)/eval.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
