@@ -19,6 +19,7 @@ the world in place of the output.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import time
@@ -303,6 +304,31 @@ def _box_pixels(frames: np.ndarray, inside: bool) -> np.ndarray:
     return frames[:, m if inside else ~m]
 
 
+def _tokenizers_only(model: str, device: str):
+    """What the tokenizer rows use of a pipeline (card, device, both tokenizers), loaded from a
+    checkpoint folder that may not hold an LM yet; a preset builds the full pipeline."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from models.audio_tokenizer import AudioTokenizer
+    from models.card import resolve_checkpoint
+    from models.pipeline import ModelConfig, load_pipeline
+    from models.video_tokenizer import VideoTokenizer
+
+    folder = resolve_checkpoint(model)
+    if folder is None:
+        return load_pipeline(model, device=device)
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    parts = {}
+    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, config.video),
+                           ("audio_tokenizer", AudioTokenizer, config.audio)):
+        module = cls(cfg)
+        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+        parts[name] = module.to(device).eval()
+    return SimpleNamespace(card=config.card, device=device, **parts)
+
+
 def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: float = 1.0,
              top_k: int | None = None, guidance: float = 1.0, device: str = "cpu",
              tasks: list[str] | None = None) -> list[Row]:
@@ -314,7 +340,9 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
     from models.spec import Task, TaskSpec
     from models.video_tokenizer import VideoTokenizer
 
-    pipe = load_pipeline(model, device=device)
+    want = set(tasks) if tasks else None
+    # the tokenizers alone score mid-training, before the folder holds an LM
+    pipe = _tokenizers_only(model, device) if want == {"tokenizers"} else load_pipeline(model, device=device)
     card = pipe.card
     specs = av.heldout_specs(n, seed=12345 + seed)
     rng = np.random.default_rng(seed)
@@ -325,7 +353,6 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
     labels = [c.labels for c in clips]
     unrelated = _unrelated(clips)
     rows: list[Row] = []
-    want = set(tasks) if tasks else None
     sampling = {"temperature": temperature, "top_k": top_k, "guidance_scale": guidance}
 
     def gen(task: Task, prompts, inputs):

@@ -51,3 +51,13 @@ def test_psnr_rows_compare_like_with_like():
     noisy = np.clip(clip.frames.astype(int) + 8, 0, 255).astype(np.uint8)
     assert 28 < ev.psnr(clip.frames, noisy) < 31
     assert ev.audio_psnr(clip.audio, clip.audio) == 99.0
+
+
+def test_tokenizers_score_mid_training_before_there_is_an_lm(tmp_path, capsys):
+    from models.pipeline import load_pipeline
+
+    folder = load_pipeline("tiny").save(tmp_path / "ckpt")
+    (folder / "lm.safetensors").unlink()  # the LM stage has not run yet
+    rows = ev.main_eval(["--model", str(folder), "--n", "2", "--tasks", "tokenizers", "--threads", "1"])
+    assert {row.task for row in rows} == {"video tokenizer", "audio tokenizer"}
+    assert "reconstruction PSNR" in capsys.readouterr().out
