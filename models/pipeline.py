@@ -286,11 +286,14 @@ class _Clock:
 
 
 def _rows_skipping(n: int, dropped, decode: Callable[[int], np.ndarray]) -> np.ndarray:
-    """Stack decode(k) for k < n; rows that `dropped()` names are zeros, not decoded."""
+    """Stack decode(k) for k < n; rows that `dropped()` names are zeros, not decoded.
+
+    GenerationCancelled when every row is dropped: nothing of the group is wanted any more.
+    """
     skip = set(dropped()) if dropped is not None else set()
+    if len(skip & set(range(n))) == n:
+        raise GenerationCancelled("every row of the batch was cancelled")
     done = {k: decode(k) for k in range(n) if k not in skip}
-    if not done:  # every row dropped: nothing is kept, any array of the right length will do
-        done[0] = decode(0)
     like = next(iter(done.values()))
     return np.stack([done[k] if k in done else np.zeros_like(like) for k in range(n)])
 

@@ -279,3 +279,16 @@ def test_generate_batch_keeps_each_row_on_its_own(tiny):
         should_cancel=lambda: {0, 1} if len(steps) >= 10 else (),
     )
     assert all(isinstance(r, GenerationCancelled) for r in stopped) and len(steps) == 10
+
+
+def test_a_cancel_between_sampling_and_decoding_cancels(tiny):
+    """Cancelled after the last token but before the pixels: no half-made result comes back."""
+    layout = tiny.layouts[Task.text_to_video]
+    sampled = [i for i, f in enumerate(layout.structure[layout.prefix_len:]) if f < 0][-1] + 1
+    steps = []
+    specs = [TaskSpec(task=Task.text_to_video, prompt="a red circle", seed=1),
+             TaskSpec(task=Task.text_to_video, prompt="a blue square", seed=2)]
+    with pytest.raises(GenerationCancelled):
+        tiny.generate(specs, progress=lambda fraction, stage: steps.append(stage),
+                      should_cancel=lambda: len(steps) >= sampled)
+    assert len(steps) == sampled  # every token was sampled; the cancel came at the decode
