@@ -309,24 +309,16 @@ def _tokenizers_only(model: str, device: str):
     checkpoint folder that may not hold an LM yet; a preset builds the full pipeline."""
     from types import SimpleNamespace
 
-    from safetensors.torch import load_file
-
-    from models.audio_tokenizer import AudioTokenizer
     from models.card import resolve_checkpoint
-    from models.pipeline import ModelConfig, load_pipeline
-    from models.video_tokenizer import VideoTokenizer
+    from models.pipeline import ModelConfig, load_pipeline, load_tokenizers
 
     folder = resolve_checkpoint(model)
     if folder is None:
         return load_pipeline(model, device=device)
     config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    parts = {}
-    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, config.video),
-                           ("audio_tokenizer", AudioTokenizer, config.audio)):
-        module = cls(cfg)
-        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-        parts[name] = module.to(device).eval()
-    return SimpleNamespace(card=config.card, device=device, **parts)
+    video, audio = load_tokenizers(folder, config)
+    return SimpleNamespace(card=config.card, device=device, video_tokenizer=video.to(device),
+                           audio_tokenizer=audio.to(device))
 
 
 def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: float = 1.0,

@@ -174,7 +174,6 @@ def generate_tokens(
     batch: Batch,
     params: SamplingParams,
     progress: Callable[[int, int], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
     static_step: Callable | None = None,
     drop_rows: Callable[[], Collection[int]] | None = None,
 ) -> torch.Tensor:
@@ -187,8 +186,7 @@ def generate_tokens(
     `drop_rows()` (checked before every step) names rows no longer wanted (a cancelled request
     of a server's batch): they leave the batch, with their cache rows and random generators, so
     the rest run as a smaller batch; a dropped row's unsampled positions hold its kind's first
-    code, so the output still decodes. GenerationCancelled when every row has been dropped, or
-    when `should_cancel()` turns True.
+    code, so the output still decodes. GenerationCancelled when every row has been dropped.
     """
     layout = batch.layout
     P, S = layout.prefix_len, layout.length
@@ -213,22 +211,22 @@ def generate_tokens(
     n_steps = content[-1] + 1 if content else 0
     out = forced.clone()
     live = list(range(B))  # rows of `out` still in the batch, in batch order
+    rows: slice | torch.Tensor = slice(None)  # `live` as an index into `out`
 
-    def leave(gone: set[int]) -> torch.Tensor | None:
+    def leave(gone: set[int]) -> torch.Tensor:
         """Drop rows `gone` from `live`; the batch index of the kept (and their CFG twin) rows."""
-        nonlocal live, params
+        nonlocal live, params, rows
         keep = [k for k, r in enumerate(live) if r not in gone]
         if not keep:
             raise GenerationCancelled("every row of the batch was cancelled")
         n = len(live)
         live = [live[k] for k in keep]
+        rows = torch.tensor(live, device=device)
         params = params.select(keep)
         return torch.tensor(keep + [k + n for k in keep] if use_cfg else keep, device=device)
 
     def dropped_now() -> set[int]:
-        if should_cancel is not None and should_cancel():
-            raise GenerationCancelled("cancelled")
-        return set(drop_rows()) & set(live) if drop_rows is not None else set()
+        return set(drop_rows()).intersection(live) if drop_rows is not None else set()
 
     gone = dropped_now()
     if gone:  # before the prefill: these rows never run
@@ -242,16 +240,14 @@ def generate_tokens(
 
     h = prefill(model, model.embed(ids[:, :P], text, layout.text_slice), valid, P)
     for i in range(n_steps):
-        try:
-            gone = dropped_now()
-        except GenerationCancelled as exc:
-            raise GenerationCancelled(f"{exc} after {i} of {n_steps} tokens") from None
+        gone = dropped_now()
         if gone:
-            index = leave(gone)
+            try:
+                index = leave(gone)
+            except GenerationCancelled as exc:
+                raise GenerationCancelled(f"{exc} after {i} of {n_steps} tokens") from None
             h, valid = h[index], valid[index]
             _compact_caches(model, index)
-        whole = len(live) == B
-        rows = slice(None) if whole else torch.tensor(live, device=device)
         n = len(live)
         free_rows = [k for k, r in enumerate(live) if free[r][i]]
         if free_rows:

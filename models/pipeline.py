@@ -46,7 +46,12 @@ from models.conditioning import (
     resize_frames,
     stylize_control,
 )
-from models.generate import GenerationCancelled, SamplingParams, compile_decode_step, generate_tokens
+from models.generate import (
+    GenerationCancelled,
+    SamplingParams,
+    compile_decode_step,
+    generate_tokens,
+)
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
 from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames
 from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
@@ -284,7 +289,6 @@ class _Clock:
         return on_token
 
 
-
 def _rows_skipping(n: int, dropped, decode: Callable[[int], np.ndarray]) -> np.ndarray:
     """Stack decode(k) for k < n; rows that `dropped()` names are zeros, not decoded.
 
@@ -296,6 +300,7 @@ def _rows_skipping(n: int, dropped, decode: Callable[[int], np.ndarray]) -> np.n
     done = {k: decode(k) for k in range(n) if k not in skip}
     like = next(iter(done.values()))
     return np.stack([done[k] if k in done else np.zeros_like(like) for k in range(n)])
+
 
 class Pipeline:
     def __init__(self, config: ModelConfig, video_tokenizer: VideoTokenizer,
@@ -371,8 +376,8 @@ class Pipeline:
         GenerationCancelled when it was dropped. A row dropped while its group samples leaves
         the sampler's batch at the next step (the others go on as a smaller batch, their
         outputs unchanged) and is not detokenized; a group whose rows are all dropped stops
-        between two sampling steps. An error while sampling or decoding is the whole call's (it shares the forward
-        passes) and is raised.
+        between two sampling steps. An error while sampling or decoding is the whole call's
+        (it shares the forward passes) and is raised.
         """
         spec_list, input_list = _as_lists(list(specs), inputs)
         failed: dict[int, Exception] = {}
@@ -734,6 +739,31 @@ def _build(config: ModelConfig, seed: int | None):
         video, audio, lm = VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
         lm.init_weights()
     return video, audio, lm
+
+
+def load_tokenizers(folder: Path, config: ModelConfig) -> tuple[VideoTokenizer, AudioTokenizer]:
+    """The two tokenizers of a checkpoint folder (one may be mid-training, without an LM)."""
+    from safetensors.torch import load_file
+
+    out = []
+    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, config.video),
+                           ("audio_tokenizer", AudioTokenizer, config.audio)):
+        path = Path(folder) / f"{name}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {folder} lacks {path.name}")
+        module = cls(cfg)
+        module.load_state_dict(load_file(str(path)))
+        out.append(module.eval())
+    return out[0], out[1]
+
+
+def resolve_device(device: str) -> str:
+    """ "auto": cuda when torch sees a GPU, else cpu; a cuda device torch cannot see is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: torch sees no CUDA GPU here; use cpu")
+    return device
 
 
 def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu",

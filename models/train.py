@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models import pipeline
 from models.audio_tokenizer import AudioTokenizer
 from models.conditioning import (
     fit_length,
@@ -283,15 +284,6 @@ class _Stop:
         self.flag = True
 
 
-def resolve_device(device: str) -> str:
-    """ "auto": cuda when torch sees a GPU, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: torch sees no CUDA GPU here; use --device cpu")
-    return device
-
-
 def _autocast(device: str):
     """bfloat16 autocast on CUDA (the quantizers keep their own float32); nothing on CPU."""
     import contextlib
@@ -407,10 +399,10 @@ def train_video_tokenizer(args) -> dict:
             x = _video_batch(data, card, frames, batch, rng)
         x = x.to(args.device)
         out = model(x)
-        out = out._replace(reconstruction=out.reconstruction.float())
+        rec = out.reconstruction.float()
         w = 1.0 + args.foreground_weight * foreground(x) if args.foreground_weight else 1.0
-        l1 = (w * (out.reconstruction - x).abs()).mean()
-        mse = (w * (out.reconstruction - x).pow(2)).mean()
+        l1 = (w * (rec - x).abs()).mean()
+        mse = (w * (rec - x).pow(2)).mean()
         loss = l1 + mse + out.aux_loss
         psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
         return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr}
@@ -469,19 +461,11 @@ def _file_digest(path: Path) -> str:
 
 
 def load_tokenizers(run: Run) -> tuple[VideoTokenizer, AudioTokenizer]:
-    from safetensors.torch import load_file
-
-    out = []
-    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, run.config.video),
-                           ("audio_tokenizer", AudioTokenizer, run.config.audio)):
-        path = run.out / f"{name}.safetensors"
-        if not path.is_file():
-            stage = name.replace("_", "-")
-            raise SystemExit(f"{path} is missing: run `train {stage} --out {run.out}` first")
-        module = cls(cfg)
-        module.load_state_dict(load_file(str(path)))
-        out.append(module.eval())
-    return out[0], out[1]
+    try:
+        return pipeline.load_tokenizers(run.out, run.config)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"{exc}: run `train video-tokenizer` and `train audio-tokenizer` "
+                         f"--out {run.out} first") from None
 
 
 @torch.no_grad()
@@ -702,7 +686,10 @@ def main_train(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
-    args.device = resolve_device(args.device)
+    try:
+        args.device = pipeline.resolve_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"--device: {exc}") from None
     if args.crop_frames and (args.crop_frames - 1) % 4:
         raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
     fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,

@@ -42,17 +42,10 @@ def current() -> Runtime:
     return _current
 
 
-def resolve_device(device: str) -> str:
-    """ "auto" -> cuda when torch sees a GPU, else cpu; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_pipeline(settings: Settings) -> tuple[Any, float]:
     """The pipeline (by VIDEOPOET_PIPELINE_FACTORY when set) and the seconds it took."""
+    from models.pipeline import resolve_device
+
     device = resolve_device(settings.device)
     if settings.torch_threads:
         import torch
