@@ -41,7 +41,7 @@ demo-checkpoint: setup
 	$(TRAIN) audio-tokenizer --config demo --out $(DEMO) --resume --steps 20000 --batch 8 \
 	  --crop-seconds 0.5 --threads 1 --max-minutes $(MINUTES) & a=$$!; \
 	wait $$v && wait $$a
-	$(TRAIN) lm --config demo --out $(DEMO) --resume --steps 10000 --batch 8 --clips 2000 --lr 2e-3 \
+	$(TRAIN) lm --config demo --out $(DEMO) --resume --steps 10000 --batch 8 --clips 800 --lr 2e-3 \
 	  --max-minutes $(MINUTES)
 	$(PY) -m models.evaluate --model $(DEMO) --n 24 --json $(DEMO)/eval.json
 

@@ -394,6 +394,7 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
             ("shape", classify_shape, "shape", 1 / 3, ">= 85 %"),
             ("size", classify_size, "size", 1 / 2, ""),
             ("motion", classify_motion, "motion", 1 / 6, ">= 85 %"),
+            ("background", classify_background, "background", 1 / 3, ""),
         ):
             truth = _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels])
             rows.append(Row("text_to_video", f"{metric} accuracy", _acc([fn(f) for f in frames], [lab[key] for lab in labels]),

@@ -10,6 +10,7 @@ EXPECTED_ROWS = [
     ("text_to_video", "shape accuracy"),
     ("text_to_video", "size accuracy"),
     ("text_to_video", "motion accuracy"),
+    ("text_to_video", "background accuracy"),
     ("text_to_image", "colour accuracy"),
     ("image_to_video", "first-frame PSNR"),
     ("image_to_video", "motion accuracy"),
