@@ -321,16 +321,33 @@ def _tokenizers_only(model: str, device: str):
                            audio_tokenizer=audio.to(device))
 
 
+def round_trip_video(tokenizer, frames: np.ndarray, device="cpu") -> np.ndarray:
+    """uint8 frames (T, H, W, 3) through encode -> decode: what the tokenizer keeps of them."""
+    import torch
+
+    from models.video_tokenizer import VideoTokenizer
+
+    with torch.inference_mode():
+        x = VideoTokenizer.frames_to_tensor(frames).to(device)
+        return VideoTokenizer.tensor_to_frames(tokenizer.decode(tokenizer.encode(x)))[0]
+
+
+def round_trip_audio(tokenizer, audio: np.ndarray, device="cpu") -> np.ndarray:
+    """float32 mono samples through encode -> decode."""
+    import torch
+
+    with torch.inference_mode():
+        a = torch.from_numpy(audio)[None].to(device)
+        return tokenizer.decode(tokenizer.encode(a))[0].float().cpu().numpy()
+
+
 def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: float = 1.0,
              top_k: int | None = None, guidance: float = 1.0, device: str = "cpu",
              tasks: list[str] | None = None) -> list[Row]:
     """Generate on n held-out clips per task and measure the outputs. Returns the table rows."""
-    import torch
-
     from models.conditioning import resize_frames
     from models.pipeline import GenerationInputs, load_pipeline
     from models.spec import Task, TaskSpec
-    from models.video_tokenizer import VideoTokenizer
 
     want = set(tasks) if tasks else None
     # the tokenizers alone score mid-training, before the folder holds an LM
@@ -363,15 +380,8 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
 
     # ---- tokenizers: reconstruction through encode -> decode
     if on("tokenizers"):
-        with torch.inference_mode():
-            rec = []
-            for c in clips:
-                x = VideoTokenizer.frames_to_tensor(c.frames).to(pipe.device)
-                rec.append(VideoTokenizer.tensor_to_frames(pipe.video_tokenizer.decode(pipe.video_tokenizer.encode(x)))[0])
-            arec = []
-            for c in clips:
-                a = torch.from_numpy(c.audio)[None].to(pipe.device)
-                arec.append(pipe.audio_tokenizer.decode(pipe.audio_tokenizer.encode(a))[0].float().cpu().numpy())
+        rec = [round_trip_video(pipe.video_tokenizer, c.frames, pipe.device) for c in clips]
+        arec = [round_trip_audio(pipe.audio_tokenizer, c.audio, pipe.device) for c in clips]
         rows.append(Row("video tokenizer", "reconstruction PSNR", float(np.mean([psnr(c.frames, r) for c, r in zip(clips, rec)])),
                         float(np.mean([psnr(c.frames, u.frames) for c, u in zip(clips, unrelated)])), None, ">= 30 dB", "dB"))
         # what the analysers still read through the tokenizer: the ceiling of any generated clip
