@@ -24,7 +24,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
 lint: setup
-	$(VENV)/bin/ruff check app workers models tests || true
+	$(VENV)/bin/ruff check app workers models tests benchmarks docs
 
 bench: setup
 	$(PY) benchmarks/models.py

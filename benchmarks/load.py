@@ -36,8 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cli import _free_port, start_embedded_redis
-from app.keys import HASH_PREFIX, hash_key, is_loopback
+from app.cli import _free_port, start_embedded_redis  # noqa: E402 (after the sys.path line)
+from app.keys import HASH_PREFIX, hash_key, is_loopback  # noqa: E402
 
 STARTUP_SECONDS = 300.0  # workers load the model (slow on shared cores)
 FINISHED = frozenset({"completed", "failed", "cancelled"})

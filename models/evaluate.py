@@ -482,7 +482,10 @@ def format_table(rows: list[Row]) -> str:
     head = ["task", "metric", "model", "chance", "true clips", "target"]
     body = [r.cells() for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body])
 
 

@@ -275,7 +275,9 @@ def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -
     words, templates = (
         (_TRAIN_WORDS, _TRAIN_TEMPLATES) if phrasing == "train" else (_HELDOUT_WORDS, _HELDOUT_TEMPLATES)
     )
-    pick = lambda options: options[rng.integers(len(options))]
+
+    def pick(options):
+        return options[rng.integers(len(options))]
 
     def describe(obj: ObjectSpec, template: str, bg: str) -> str:
         return template.format(

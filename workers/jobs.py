@@ -361,7 +361,7 @@ class VideoBatch:
                 for i, job, record in running:
                     if outcomes[i] is None:
                         outcomes[i] = self.end(job, record, exc, reporter)
-                for i, job in enumerate(self.jobs):
+                for i in range(len(self.jobs)):
                     if outcomes[i] is None:  # not even claimed
                         outcomes[i] = exc
         return [o if o is not None else {"status": "skipped"} for o in outcomes]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import REPO, ApiServer, Service, start_api
 from workers import media
+
+if sys.version_info < (3, 11):  # the backport hypothesis installs on Python 3.10
+    from exceptiongroup import BaseExceptionGroup
 
 FUZZ_MODEL = "videopoet-1b"
 FUZZ_EXAMPLES = 40  # per operation; the whole run stays well within a minute
