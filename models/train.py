@@ -386,6 +386,8 @@ def train_video_tokenizer(args) -> dict:
     config, card = run.config, run.config.card
     torch.manual_seed(args.seed)
     model = VideoTokenizer(config.video)
+    if args.entropy_weight is not None:
+        model.quantizer.entropy_loss_weight = args.entropy_weight
     data = open_data(args.data, card, seed=args.seed)
     # Whole clips by default. The causal convs pad time with copies of frame 0, so a short crop
     # trains only the frames near a clip's start: with 5-frame crops the demo tokenizer went
@@ -401,9 +403,10 @@ def train_video_tokenizer(args) -> dict:
         else:
             x = _video_batch(data, card, frames, batch, rng)
         x = x.to(args.device)
-        out = model(x)
+        fg = foreground(x) if args.foreground_weight or args.entropy_tokens == "foreground" else None
+        out = model(x, model.token_mask(fg) if args.entropy_tokens == "foreground" else None)
         rec = out.reconstruction.float()
-        w = 1.0 + args.foreground_weight * foreground(x) if args.foreground_weight else 1.0
+        w = 1.0 + args.foreground_weight * fg if args.foreground_weight else 1.0
         l1 = (w * (rec - x).abs()).mean()
         mse = (w * (rec - x).pow(2)).mean()
         loss = l1 + mse + out.aux_loss
@@ -672,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video tokenizer: every other step trains on this many single frames")
     p.add_argument("--foreground-weight", type=float, default=0.0,
                    help="video tokenizer: extra loss weight on pixels unlike the frame's border")
+    p.add_argument("--entropy-tokens", choices=["all", "foreground"], default="all",
+                   help="video tokenizer: the tokens LFQ's entropy loss sees; foreground: only "
+                        "those whose patch holds the object, so flat background does not crowd "
+                        "the codebook")
+    p.add_argument("--entropy-weight", type=float, default=None,
+                   help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
     p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this")

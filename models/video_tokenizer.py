@@ -303,10 +303,35 @@ class VideoTokenizer(nn.Module):
                 f"got H={h}, W={w}"
             )
 
-    def _quantize(self, frames: torch.Tensor):
+    def token_mask(self, pixel_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1, T, H, W) pixel mask -> (B, t*h*w) bool: the tokens whose patch holds a set pixel.
+
+        Causal grouping: latent frame 0 covers frame 0 alone, latent frame k frames 4k-3..4k
+        (two temporal stages); spatially each token covers its 8x8 block (three stages).
+        """
+        tf, sf = self.config.temporal_factor, self.config.spatial_factor
+        m = pixel_mask.float()
+        if tf > 1:  # frame 0 repeated in front makes the first group frame 0 alone
+            m = torch.cat([m[:, :, :1].expand(-1, -1, tf - 1, -1, -1), m], dim=2)
+        m = F.max_pool3d(m, kernel_size=(tf, sf, sf))
+        return rearrange(m > 0, "b 1 t h w -> b (t h w)")
+
+    def _quantize(self, frames: torch.Tensor, token_mask: torch.Tensor | None = None):
         z = self.encoder(frames)  # (B, bits, t, h, w)
         _, _, t, h, w = z.shape
-        quantized, indices, aux_loss = self.quantizer(rearrange(z, "b d t h w -> b (t h w) d"))
+        flat = rearrange(z, "b d t h w -> b (t h w) d")
+        if token_mask is None or not self.training or not bool(token_mask.any()):
+            quantized, indices, aux_loss = self.quantizer(flat)
+        else:
+            # LFQ's entropy terms (confident codes, a diverse codebook) over the masked tokens
+            # only, its commitment term over all. Not LFQ's own `mask=`: in
+            # vector-quantize-pytorch 1.32 that path averages no probabilities, so its "batch"
+            # entropy equals the per-sample one and the two terms cancel.
+            q = self.quantizer
+            (quantized, indices, _), parts = q(flat, return_loss_breakdown=True)
+            _, chosen = q(flat[token_mask][None], return_loss_breakdown=True)
+            entropy = chosen.per_sample_entropy - q.diversity_gamma * chosen.batch_entropy
+            aux_loss = q.entropy_loss_weight * entropy + q.commitment_loss_weight * parts.commitment
         quantized = rearrange(quantized, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
         tokens = rearrange(indices, "b (t h w) -> b t h w", t=t, h=h, w=w).long()
         return quantized, aux_loss, tokens
@@ -347,10 +372,14 @@ class VideoTokenizer(nn.Module):
         codes = rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
         return self.decoder(codes).clamp(-1, 1)
 
-    def forward(self, frames: torch.Tensor) -> VideoTokenizerOutput:
-        """Reconstruct frames (B, 3, T, H, W) through the quantizer, for training."""
+    def forward(self, frames: torch.Tensor, token_mask: torch.Tensor | None = None) -> VideoTokenizerOutput:
+        """Reconstruct frames (B, 3, T, H, W) through the quantizer, for training.
+
+        `token_mask` (B, t*h*w) bool, see `token_mask()`: LFQ's entropy loss (confident codes,
+        a diverse codebook) is computed over these tokens only; None: over all of them.
+        """
         self._check_frames(frames)
-        quantized, aux_loss, tokens = self._quantize(frames)
+        quantized, aux_loss, tokens = self._quantize(frames, token_mask)
         return VideoTokenizerOutput(self.decoder(quantized), aux_loss, tokens)
 
     @staticmethod

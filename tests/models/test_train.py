@@ -36,7 +36,8 @@ def tokenized(tmp_path_factory):
     return out
 
 
-def test_video_tokenizer_steps_lower_the_loss(tmp_path):
+@pytest.mark.parametrize("entropy_tokens", ["all", "foreground"])
+def test_video_tokenizer_steps_lower_the_loss(tmp_path, entropy_tokens):
     clips = np.stack(
         [train.ShapesAVData(ModelConfig.from_name("tiny").card)[i].frames[:5] for i in range(4)]
     )
@@ -63,6 +64,10 @@ def test_video_tokenizer_steps_lower_the_loss(tmp_path):
         "shapes-av:4",
         "--crop-frames",
         "5",
+        "--entropy-tokens",
+        entropy_tokens,
+        "--entropy-weight",
+        "0.05",
     )
     trained = VideoTokenizer(config)
     trained.load_state_dict(load_file(str(tmp_path / "video_tokenizer.safetensors")))

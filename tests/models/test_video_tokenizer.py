@@ -155,3 +155,27 @@ def test_frame_norm_lets_a_flat_colour_through():
     out = norm(flat.contiguous())
     assert out.abs().max() > 0.5
     assert torch.equal(out[:, :, 0], out[:, :, 1])  # and still frame by frame
+
+
+@pytest.mark.parametrize(
+    "frame, latent_frame", [(0, 0), (1, 1), (4, 1), (5, 2), (16, 4)]
+)
+def test_token_mask_marks_the_tokens_whose_patch_holds_the_pixel(model, frame, latent_frame):
+    """Latent frame 0 covers frame 0 alone, latent frame k frames 4k-3..4k; each token 8x8 px."""
+    pixels = torch.zeros(2, 1, 17, 64, 64, dtype=torch.bool)
+    pixels[1, 0, frame, 10, 63] = True  # row 10 -> token row 1; column 63 -> token column 7
+    mask = model.token_mask(pixels)
+    assert mask.shape == (2, 5 * 8 * 8)
+    assert not mask[0].any()
+    assert mask[1].nonzero().flatten().tolist() == [latent_frame * 64 + 1 * 8 + 7]
+
+
+def test_an_all_true_token_mask_changes_nothing():
+    """Masked entropy over every token is the plain loss: the mask only narrows what it sees."""
+    torch.manual_seed(0)
+    tok = VideoTokenizer(VideoTokenizerConfig.from_name("tiny")).train()
+    x = clip(5)
+    everything = torch.ones(1, tok.config.latent_shape(5, 32, 32)[0] * 16, dtype=torch.bool)
+    plain, masked = tok(x), tok(x, everything)
+    assert torch.allclose(plain.aux_loss, masked.aux_loss)
+    assert torch.equal(plain.reconstruction, masked.reconstruction)
