@@ -381,6 +381,17 @@ def foreground(x: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
     return ((x - bg).abs().amax(dim=1, keepdim=True) > threshold).float()
 
 
+def colour_differences(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, T, H, W): the two opponent channels of (B, 3, T, H, W) RGB, G - B and R - (G + B) / 2.
+
+    Brightness is left out. The demo tokenizer trained on RGB error alone learnt brightness
+    and red but not G - B: it decodes yellow and magenta to one colour, and green and blue to
+    another. --chroma-weight adds these two channels' error to the loss again, weighted.
+    """
+    r, g, b = x.unbind(dim=1)
+    return torch.stack([g - b, r - (g + b) / 2], dim=1)
+
+
 def train_video_tokenizer(args) -> dict:
     run = Run(args.out, "video-tokenizer", args.config)
     config, card = run.config, run.config.card
@@ -409,9 +420,13 @@ def train_video_tokenizer(args) -> dict:
         w = 1.0 + args.foreground_weight * fg if args.foreground_weight else 1.0
         l1 = (w * (rec - x).abs()).mean()
         mse = (w * (rec - x).pow(2)).mean()
-        loss = l1 + mse + out.aux_loss
+        loss, extra = l1 + mse + out.aux_loss, {}
+        if args.chroma_weight:
+            chroma = (w * (colour_differences(rec) - colour_differences(x)).pow(2)).mean()
+            loss = loss + args.chroma_weight * chroma
+            extra["chroma"] = chroma.detach()
         psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
-        return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr}
+        return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr, **extra}
 
     return _loop(run, model, args, step_fn)
 
@@ -679,6 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video tokenizer: the tokens LFQ's entropy loss sees; foreground: only "
                         "those whose patch holds the object, so flat background does not crowd "
                         "the codebook")
+    p.add_argument("--chroma-weight", type=float, default=0.0,
+                   help="video tokenizer: extra loss weight on the colour-difference channels "
+                        "(G-B, R-(G+B)/2), foreground-weighted like the pixel loss")
     p.add_argument("--entropy-weight", type=float, default=None,
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")

@@ -36,8 +36,8 @@ def tokenized(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("entropy_tokens", ["all", "foreground"])
-def test_video_tokenizer_steps_lower_the_loss(tmp_path, entropy_tokens):
+@pytest.mark.parametrize(("entropy_tokens", "chroma"), [("all", "0"), ("foreground", "0"), ("all", "1")])
+def test_video_tokenizer_steps_lower_the_loss(tmp_path, entropy_tokens, chroma):
     clips = np.stack(
         [train.ShapesAVData(ModelConfig.from_name("tiny").card)[i].frames[:5] for i in range(4)]
     )
@@ -68,11 +68,26 @@ def test_video_tokenizer_steps_lower_the_loss(tmp_path, entropy_tokens):
         entropy_tokens,
         "--entropy-weight",
         "0.05",
+        "--chroma-weight",
+        chroma,
     )
     trained = VideoTokenizer(config)
     trained.load_state_dict(load_file(str(tmp_path / "video_tokenizer.safetensors")))
     assert loss(trained) < 0.6 * before
-    assert [r["step"] for r in _log(tmp_path, "video_tokenizer")][-1] == 30
+    log = _log(tmp_path, "video_tokenizer")
+    assert log[-1]["step"] == 30
+    assert ("chroma" in log[-1]) == (chroma != "0")
+
+
+def test_colour_differences_tell_the_palette_apart_and_ignore_grey():
+    from models import shapes_av as av
+
+    rgb = torch.tensor(list(av.COLOURS.values()) + [(0, 0, 0), (128, 128, 128), (255, 255, 255)])
+    x = (rgb.float() / 127.5 - 1)[:, :, None, None, None]  # (9, 3, 1, 1, 1)
+    d = train.colour_differences(x).flatten(1)
+    palette, grey = d[: len(av.COLOURS)], d[len(av.COLOURS) :]
+    assert torch.cdist(palette, palette).add(torch.eye(len(palette)) * 9).min() > 0.5
+    assert grey.abs().max() < 1e-6
 
 
 def test_lm_steps_lower_the_loss(tokenized):
