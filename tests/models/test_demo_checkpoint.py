@@ -44,6 +44,16 @@ def test_its_video_tokenizer_reconstructs_held_out_clips(demo, clips) -> None:
     assert own > other + 5, (own, other)  # random weights give about the same for both
 
 
+def test_its_video_tokenizer_keeps_the_object_colour(demo) -> None:
+    """Each of the six colours twice, held-out combinations. The checkpoint before this one kept
+    only "much red" or "little red" (yellow and magenta came back red, green and blue cyan): 4 of
+    12 here; this one keeps 10 of 12, magenta drifting to red."""
+    clips = [av.generate_clip(300 + i, split="heldout", colour=c) for i in range(2) for c in av.COLOURS]
+    kept = [ev.dominant_colour(ev.round_trip_video(demo.video_tokenizer, c.frames)) == c.labels["colour"]
+            for c in clips]
+    assert sum(kept) >= 9, kept
+
+
 def test_its_audio_tokenizer_reconstructs_held_out_soundtracks(demo, clips) -> None:
     rec = [ev.round_trip_audio(demo.audio_tokenizer, c.audio) for c in clips]
     own = np.mean([ev.audio_psnr(c.audio, r) for c, r in zip(clips, rec)])
@@ -53,9 +63,18 @@ def test_its_audio_tokenizer_reconstructs_held_out_soundtracks(demo, clips) -> N
 
 @pytest.mark.parametrize("background", ["white", "black"])
 def test_text_to_video_puts_the_object_on_the_prompted_background(demo, background) -> None:
-    """The easiest attribute the early checkpoint has learned from text (eval: 88 % held out)."""
+    """The easiest attribute the early checkpoint has learned from text (eval: 100 % held out)."""
     specs = [TaskSpec(task=Task.text_to_video, prompt=f"a small green box sliding left on a {background} background",
                       seed=seed) for seed in range(4)]
     outs = demo.generate(specs)
     assert all(o.frames.shape == (17, 64, 64, 3) for o in outs)
     assert sum(ev.classify_background(o.frames) == background for o in outs) >= 3
+
+
+@pytest.mark.parametrize("colour", ["yellow", "blue"])
+def test_text_to_video_draws_the_prompted_colour(demo, colour) -> None:
+    """Colours the checkpoint before this one could not draw at all (its tokenizer turned them red
+    and cyan); eval: 79 % over held-out clips. Magenta is the weak one (2 of 4 with this prompt)."""
+    specs = [TaskSpec(task=Task.text_to_video, prompt=f"a big {colour} ball drifting upward on a grey background",
+                      seed=seed) for seed in range(4)]
+    assert sum(ev.dominant_colour(o.frames) == colour for o in demo.generate(specs)) >= 3
