@@ -418,11 +418,12 @@ def train_video_tokenizer(args) -> dict:
         out = model(x, model.token_mask(fg) if args.entropy_tokens == "foreground" else None)
         rec = out.reconstruction.float()
         w = 1.0 + args.foreground_weight * fg if args.foreground_weight else 1.0
-        l1 = (w * (rec - x).abs()).mean()
-        mse = (w * (rec - x).pow(2)).mean()
+        err = rec - x
+        l1 = (w * err.abs()).mean()
+        mse = (w * err.pow(2)).mean()
         loss, extra = l1 + mse + out.aux_loss, {}
         if args.chroma_weight:
-            chroma = (w * (colour_differences(rec) - colour_differences(x)).pow(2)).mean()
+            chroma = (w * colour_differences(err).pow(2)).mean()  # linear: the error's own channels
             loss = loss + args.chroma_weight * chroma
             extra["chroma"] = chroma.detach()
         psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
