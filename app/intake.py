@@ -461,6 +461,8 @@ class Intake:
             "with_audio": bool(fields.with_audio),
             "mask_box": fields.mask_box,
         }
+        # a request that names no guidance gets the model's own (its card says which)
+        values["guidance_scale"] = self.card.guidance_scale
         for name in ("guidance_scale", "temperature", "top_k", "top_p"):
             if getattr(fields, name) is not None:
                 values[name] = getattr(fields, name)

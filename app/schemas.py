@@ -84,6 +84,8 @@ class Video(BaseModel):
     remixed_from_video_id: str | None = None
     task: Task
     seed: int | None = None
+    # the guidance the job runs with: the request's, or the model card's when it named none
+    guidance_scale: float | None = None
     with_audio: bool = False
 
     @classmethod
@@ -103,6 +105,7 @@ class Video(BaseModel):
             remixed_from_video_id=record.remixed_from_video_id,
             task=record.task,
             seed=record.spec.seed,
+            guidance_scale=record.spec.guidance_scale,
             with_audio=record.spec.with_audio,
         )
 

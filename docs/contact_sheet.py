@@ -61,9 +61,11 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + [line] if line else lines
 
 
-def build(model: str, k: int, seed: int, guidance: float) -> np.ndarray:
+def build(model: str, k: int, seed: int, guidance: float | None) -> np.ndarray:
     pipe = load_pipeline(model)
     card = pipe.card
+    if guidance is None:  # what the service gives a request that names none
+        guidance = card.guidance_scale
     size = card.height
     held = [av.make_clip(s, phrasing="heldout") for s in av.heldout_specs(3, seed=777)]
     for c in held:
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo", help="checkpoint folder, shipped name or preset")
     parser.add_argument("--frames", type=int, default=6, help="frames shown per clip")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale (default: the model card's)")
     parser.add_argument("-o", "--output", default="docs/demo_sheet.png")
     args = parser.parse_args(argv)
     sheet = build(args.model, args.frames, args.seed, args.guidance)

@@ -28,6 +28,9 @@ class ModelCard:
     context_frames: int = 9
     step_frames: int = 8
     max_seconds: float = 60.0
+    # Classifier-free guidance a request gets when it names none (1.0 = off). A trained
+    # checkpoint sets it from `videopoet eval --guidance G` runs; presets leave guidance off.
+    guidance_scale: float = 1.0
 
     @property
     def size(self) -> str:

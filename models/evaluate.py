@@ -342,9 +342,12 @@ def round_trip_audio(tokenizer, audio: np.ndarray, device="cpu") -> np.ndarray:
 
 
 def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: float = 1.0,
-             top_k: int | None = None, guidance: float = 1.0, device: str = "cpu",
+             top_k: int | None = None, guidance: float | None = None, device: str = "cpu",
              tasks: list[str] | None = None) -> list[Row]:
-    """Generate on n held-out clips per task and measure the outputs. Returns the table rows."""
+    """Generate on n held-out clips per task and measure the outputs. Returns the table rows.
+
+    guidance None: the model card's default, what a request naming none gets from the service.
+    """
     from models.conditioning import resize_frames
     from models.pipeline import GenerationInputs, load_pipeline
     from models.spec import Task, TaskSpec
@@ -362,6 +365,8 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
     labels = [c.labels for c in clips]
     unrelated = _unrelated(clips)
     rows: list[Row] = []
+    if guidance is None:
+        guidance = card.guidance_scale
     sampling = {"temperature": temperature, "top_k": top_k, "guidance_scale": guidance}
 
     def gen(task: Task, prompts, inputs):
@@ -496,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model card's)")
     p.add_argument("--tasks", default="", help="comma-separated subset (tokenizers, text_to_video, ...)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -513,6 +519,10 @@ def main_eval(argv: list[str] | None = None) -> list[Row]:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.guidance is None:
+        from models.card import load_card
+
+        args.guidance = load_card(args.model).guidance_scale
     t0 = time.perf_counter()
     rows = run_eval(args.model, args.n, seed=args.seed, temperature=args.temperature,
                     top_k=args.top_k or None, guidance=args.guidance, device=args.device,

@@ -64,6 +64,7 @@ def playground_config(state: StateDep) -> dict[str, Any]:
         "fps": card.fps,
         "clip_seconds": card.clip_seconds,
         "max_seconds": card.max_seconds,
+        "guidance_scale": card.guidance_scale,
         "max_upload_bytes": state.settings.max_upload_bytes,
         "tasks": tasks,
     }

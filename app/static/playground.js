@@ -469,6 +469,8 @@ async function start() {
   const config = state.config;
   $("model").textContent = `model ${config.model} · ${config.size} · ${config.fps} fps · ` +
     `clips of ${config.clip_seconds} s`;
+  // left empty, the guidance is the model's own: show it as the field's placeholder
+  $("guidance").placeholder = String(config.guidance_scale);
   const select = $("task");
   for (const task of config.tasks) {
     state.tasks[task.name] = task;

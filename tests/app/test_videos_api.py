@@ -6,11 +6,13 @@ import itertools
 import json
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from app.store import VideoStatus
-from tests.conftest import Service
+from models.card import load_card
+from tests.conftest import Service, start_api
 from workers import media
 
 SIZE = "32x32"  # the tiny model's card
@@ -178,3 +180,26 @@ def test_events_stream_progress_until_completed(service: Service) -> None:
                 events.append(json.loads(line[6:]))
     assert events[-1]["status"] == "completed" and events[-1]["progress"] == 100
     assert all(a["progress"] <= b["progress"] for a, b in itertools.pairwise(events))
+
+
+def test_a_request_naming_no_guidance_gets_the_models_own(
+    service: Service, logs: Path, tmp_path: Path
+) -> None:
+    # a checkpoint whose card recommends guidance 2.5 (only the card is read by the API)
+    folder = tmp_path / "guided"
+    folder.mkdir()
+    card = {**load_card("tiny").to_dict(), "name": "guided", "guidance_scale": 2.5}
+    (folder / "config.json").write_text(json.dumps({"name": "guided", "card": card}))
+    server = start_api(service.workers.env, logs, VIDEOPOET_MODEL=str(folder))
+    try:
+        http = httpx.Client(base_url=server.url, timeout=10)
+        plain = http.post("/v1/videos", json={"prompt": "a red ball rolls right"})
+        off = http.post("/v1/videos", json={"prompt": "a red ball", "guidance_scale": 1.0})
+        config = http.get("/playground/config.json").json()
+        for response in (plain, off):  # no worker serves "guided": take the jobs back
+            http.delete(f"/v1/videos/{response.json()['id']}")
+    finally:
+        server.stop()
+    assert plain.status_code == 200 and plain.json()["guidance_scale"] == 2.5
+    assert off.status_code == 200 and off.json()["guidance_scale"] == 1.0
+    assert config["guidance_scale"] == 2.5
