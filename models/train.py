@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,8 +293,14 @@ def _autocast(device: str):
     return contextlib.nullcontext()
 
 
-def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) -> dict:
-    """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit."""
+def _loop(run: Run, module: torch.nn.Module, args, step_fn,
+          extra_state: Callable[[], dict] | None = None,
+          load_extra: Callable[[dict], None] | None = None) -> dict:
+    """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit.
+
+    extra_state() gives what else a checkpoint keeps (a discriminator); load_extra(state)
+    restores it on resume.
+    """
     from tqdm import tqdm
 
     d = DEFAULTS[run.component]
@@ -309,6 +315,8 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) ->
         module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
+        if load_extra is not None:
+            load_extra(state)
         log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
     module.train()
     stop = _Stop()
@@ -346,7 +354,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) ->
         now = time.perf_counter()
         out_of_time = now - t_start >= limit
         if now - t_ckpt >= args.checkpoint_minutes * 60 or step == stop_at or out_of_time or stop.flag:
-            run.save(module, opt, step, elapsed + now - t_start, extra_state)
+            run.save(module, opt, step, elapsed + now - t_start, extra_state() if extra_state else None)
             t_ckpt = now
         if out_of_time:
             log.info("--max-minutes reached at step %d", step)
@@ -354,7 +362,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn, extra_state=None) ->
     bar.close()
     if step == start:  # nothing ran (already done): keep the files as they are
         return {"step": step}
-    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state)
+    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state() if extra_state else None)
     return last
 
 
@@ -392,6 +400,33 @@ def colour_differences(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([g - b, r - (g + b) / 2], dim=1)
 
 
+class FrameDiscriminator(torch.nn.Module):
+    """A patch discriminator on single frames: (N, 3, H, W) in [-1, 1] -> (N, 1, H/8, W/8) logits.
+
+    For `--adversarial-weight`. Each logit judges a patch of about 40 pixels, the size of an
+    object's corner region here; pixel losses alone let the decoder round corners into blobs.
+    Training only: it is kept in the training state, never in the shipped weights.
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        c = channels
+        layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, c, 4, 2, 1), torch.nn.LeakyReLU(0.2)]
+        for c_in, c_out in ((c, 2 * c), (2 * c, 4 * c)):
+            layers += [torch.nn.Conv2d(c_in, c_out, 4, 2, 1), torch.nn.GroupNorm(8, c_out),
+                       torch.nn.LeakyReLU(0.2)]
+        layers.append(torch.nn.Conv2d(4 * c, 1, 3, 1, 1))
+        self.net = torch.nn.Sequential(*layers)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
+
+
+def _frames(x: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Frames `pick` of a (B, 3, T, H, W) batch counted clip by clip, as (len(pick), 3, H, W)."""
+    return x.transpose(1, 2).flatten(0, 1)[pick]
+
+
 def train_video_tokenizer(args) -> dict:
     run = Run(args.out, "video-tokenizer", args.config)
     config, card = run.config, run.config.card
@@ -426,10 +461,51 @@ def train_video_tokenizer(args) -> dict:
             chroma = (w * colour_differences(err).pow(2)).mean()  # linear: the error's own channels
             loss = loss + args.chroma_weight * chroma
             extra["chroma"] = chroma.detach()
+        if disc is not None:
+            loss = loss + _adversarial(x, rec, rng, extra)
         psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
         return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr, **extra}
 
-    return _loop(run, model, args, step_fn)
+    # --adversarial-weight: a frame discriminator, trained here with its own optimizer (hinge
+    # loss); its term joins the tokenizer's loss once it has had --adversarial-warmup steps
+    disc = d_opt = None
+    d_steps = 0
+    if args.adversarial_weight:
+        disc = FrameDiscriminator().to(args.device)
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=args.lr or DEFAULTS["video_tokenizer"].lr,
+                                  betas=(0.5, 0.9), weight_decay=0.0)
+
+    def _adversarial(x, rec, rng, extra) -> torch.Tensor:
+        nonlocal d_steps
+        n = x.shape[0] * x.shape[2]
+        pick = torch.from_numpy(np.sort(rng.choice(n, min(n, 16), replace=False))).to(x.device)
+        real, fake = _frames(x, pick), _frames(rec, pick)
+        disc.requires_grad_(True)
+        d_loss = F.relu(1 - disc(real)).mean() + F.relu(1 + disc(fake.detach())).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+        d_steps += 1
+        extra["disc"] = d_loss.detach()
+        disc.requires_grad_(False)  # the tokenizer's backward passes through it, leaving it be
+        g_loss = -disc(fake).mean()
+        extra["adv"] = g_loss.detach()
+        return (args.adversarial_weight if d_steps > args.adversarial_warmup else 0.0) * g_loss
+
+    def extra_state() -> dict:
+        if disc is None:
+            return {}
+        return {"discriminator": disc.state_dict(), "disc_optimizer": d_opt.state_dict(), "disc_steps": d_steps}
+
+    def load_extra(state: dict) -> None:
+        # a run that adds the discriminator to a trained tokenizer starts it fresh
+        nonlocal d_steps
+        if disc is not None and "discriminator" in state:
+            disc.load_state_dict(state["discriminator"])
+            d_opt.load_state_dict(state["disc_optimizer"])
+            d_steps = int(state["disc_steps"])
+
+    return _loop(run, model, args, step_fn, extra_state, load_extra)
 
 
 def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -698,6 +774,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chroma-weight", type=float, default=0.0,
                    help="video tokenizer: extra loss weight on the colour-difference channels "
                         "(G-B, R-(G+B)/2), foreground-weighted like the pixel loss")
+    p.add_argument("--adversarial-weight", type=float, default=0.0,
+                   help="video tokenizer: weight of a frame discriminator's hinge loss (0: off)")
+    p.add_argument("--adversarial-warmup", type=int, default=200,
+                   help="video tokenizer: discriminator steps before its loss reaches the tokenizer")
     p.add_argument("--entropy-weight", type=float, default=None,
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")

@@ -79,6 +79,28 @@ def test_video_tokenizer_steps_lower_the_loss(tmp_path, entropy_tokens, chroma):
     assert ("chroma" in log[-1]) == (chroma != "0")
 
 
+
+def test_adversarial_run_resumes_with_its_discriminator(tmp_path):
+    args = ["--steps", "4", "--batch", "2", "--data", "shapes-av:4", "--crop-frames", "5",
+            "--adversarial-weight", "0.5", "--adversarial-warmup", "1", "--log-every", "1"]
+    split, straight = tmp_path / "split", tmp_path / "straight"
+    _run("video-tokenizer", split, *args, "--stop-at", "2")
+    _run("video-tokenizer", split, *args, "--resume")
+    _run("video-tokenizer", straight, *args)
+    log = _log(split, "video_tokenizer")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all("disc" in r and "adv" in r for r in log)
+    state = torch.load(split / "train" / "video_tokenizer.pt", weights_only=True)
+    assert state["disc_steps"] == 4
+    # the discriminator is training state only: the shipped weights are the tokenizer's
+    a = load_file(str(split / "video_tokenizer.safetensors"))
+    assert set(a) == set(VideoTokenizer(ModelConfig.from_name("tiny").video).state_dict())
+    # had the resumed run started a fresh discriminator, its loss would steer steps 3-4 apart
+    b = load_file(str(straight / "video_tokenizer.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k])
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in _log(straight, "video_tokenizer")])
+
 def test_colour_differences_tell_the_palette_apart_and_ignore_grey():
     from models import shapes_av as av
 
