@@ -294,7 +294,7 @@ def _autocast(device: str):
 
 
 def _loop(run: Run, module: torch.nn.Module, args, step_fn,
-          extra_state: Callable[[], dict] | None = None,
+          extra_state: Callable[[], dict] = dict,
           load_extra: Callable[[dict], None] | None = None) -> dict:
     """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit.
 
@@ -354,7 +354,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn,
         now = time.perf_counter()
         out_of_time = now - t_start >= limit
         if now - t_ckpt >= args.checkpoint_minutes * 60 or step == stop_at or out_of_time or stop.flag:
-            run.save(module, opt, step, elapsed + now - t_start, extra_state() if extra_state else None)
+            run.save(module, opt, step, elapsed + now - t_start, extra_state())
             t_ckpt = now
         if out_of_time:
             log.info("--max-minutes reached at step %d", step)
@@ -362,7 +362,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn,
     bar.close()
     if step == start:  # nothing ran (already done): keep the files as they are
         return {"step": step}
-    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state() if extra_state else None)
+    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state())
     return last
 
 
