@@ -610,12 +610,27 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
     }
 
 
-def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: TaskShapes, rng) -> dict:
-    """One batch of one task, mirroring the pipeline's conditioning (Pipeline._run_group)."""
+def changed_tokens(video: torch.Tensor) -> torch.Tensor:
+    """(B, t, h, w) codes -> bool, True where a code differs from the previous latent frame's
+    at the same place: the tokens a moving object touches. Frame 0 has none."""
+    changed = torch.zeros_like(video, dtype=torch.bool)
+    changed[:, 1:] = video[:, 1:] != video[:, :-1]
+    return changed
+
+
+def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: TaskShapes, rng,
+              changed_weight: float = 1.0) -> dict:
+    """One batch of one task, mirroring the pipeline's conditioning (Pipeline._run_group).
+
+    changed_weight: loss weight of the output's visual tokens that differ from the previous
+    latent frame (see `changed_tokens`); 1 weighs every token alike.
+    """
     video = d["video"][rows].long()  # (B, t, h, w)
     B = len(rows)
     n = shapes.per_frame
     flat = video.flatten(1)
+    weight = 1.0 + (changed_weight - 1.0) * changed_tokens(video).flatten(1).float()
+    out_from = 0  # where visual_out starts in `flat`
     content: dict[str, torch.Tensor] = {}
     if task in (Task.text_to_video,):
         content["visual_out"] = flat
@@ -623,9 +638,11 @@ def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: Task
         content["visual_out"] = flat[:, :n]
     elif task is Task.image_to_video:
         content["visual_in"], content["visual_out"] = flat[:, :n], flat[:, n:]
+        out_from = n
     elif task is Task.continuation:
         ctx = shapes.t_context * n
         content["visual_in"], content["visual_out"] = flat[:, :ctx], flat[:, ctx:]
+        out_from = ctx
     elif task in (Task.inpaint, Task.outpaint):
         h, w = shapes.latent_hw
         masks = []
@@ -657,8 +674,12 @@ def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: Task
     full = torch.zeros(B, L, text.shape[-1])
     full[:, : text.shape[1]] = text
     full = full * mask[..., None]
+    out = content.get("visual_out")
+    visual_weight = None
+    if out is not None and changed_weight != 1.0:
+        visual_weight = weight[:, out_from : out_from + out.shape[1]]
     return {"batch": assemble(layout, vocab, text=full, text_mask=mask, batch_size=B, **content),
-            "text_len": int(text_len.max())}
+            "text_len": int(text_len.max()), "visual_weight": visual_weight}
 
 
 def _to_device(batch, device: str):
@@ -671,8 +692,11 @@ def _to_device(batch, device: str):
                    forced=move(batch.forced))
 
 
-def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
+def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
+            visual_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy over the output's content positions, each over its kind's ids.
+
+    visual_weight (B, n): a weight per visual output token (the mean is then weighted).
 
     The text slot's padding beyond the batch's longest prompt is cut out of the sequence (its
     keys are masked and its outputs unused, so the rest computes exactly as with it): positions
@@ -707,8 +731,12 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int) -> torch.Tensor:
         hidden = h[:, targets_at - 1 - (S - len(pos))]  # every dropped position lies before P
         logits = lm.logits(hidden, lo, hi).float()  # (B, n, hi - lo)
         target = batch.ids[:, targets_at] - lo
-        total = total + F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum")
-        count += target.numel()
+        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        if kind == Kind.visual and visual_weight is not None:
+            w = visual_weight.to(ce.device).flatten()
+            total, count = total + (ce * w).sum(), count + w.sum()
+        else:
+            total, count = total + ce.sum(), count + target.numel()
     return total / count
 
 
@@ -741,8 +769,8 @@ def train_lm(args) -> dict:
     def step_fn(rng, step):
         task = tasks[int(rng.choice(len(tasks), p=weights))]
         rows = rng.integers(0, N, batch)
-        b = _lm_batch(task, d, rows, layouts[task], vocab, shapes, rng)
-        loss = lm_loss(lm, _to_device(b["batch"], args.device), vocab, b["text_len"])
+        b = _lm_batch(task, d, rows, layouts[task], vocab, shapes, rng, args.changed_weight)
+        loss = lm_loss(lm, _to_device(b["batch"], args.device), vocab, b["text_len"], b["visual_weight"])
         return loss, {f"loss_{task.value}": loss.detach()}
 
     return _loop(run, lm, args, step_fn)
@@ -782,6 +810,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
     p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
+    p.add_argument("--changed-weight", type=float, default=1.0,
+                   help="lm: loss weight of visual tokens that differ from the previous latent "
+                        "frame's (where motion shows); 1: every token alike")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this")
     p.add_argument("--stop-at", type=int, default=0,
                    help="stop (with a checkpoint) at this step; --resume goes on to --steps")

@@ -179,6 +179,39 @@ def test_lm_loss_is_unchanged_by_cutting_text_padding(tokenized):
         torch.testing.assert_close(cut, full, rtol=1e-4, atol=1e-4)
 
 
+def test_changed_weight_counts_the_tokens_that_move_more(tokenized):
+    """--changed-weight W: an output token whose code differs from the previous latent
+    frame's (where something moved) counts W times in the LM's loss, in every video task."""
+    run = train.Run(tokenized, "lm", "tiny")
+    d = dict(torch.load(tokenized / "train" / "lm_data.pt", weights_only=True))
+    shapes = TaskShapes(run.config)
+    vocab = run.config.vocab
+    lm = load_pipeline(str(tokenized)).lm
+    video = d["video"][:4].long()
+    video[:, 1:] = video[:, :1]  # a still scene...
+    last = video.shape[1] - 1
+    video[:, last, 0, :2] = (video[:, last, 0, :2] + 1) % vocab.visual_codes  # ...two tokens change last
+    d["video"] = video.to(d["video"].dtype)
+    assert int(train.changed_tokens(video).sum()) == 4 * 2
+    for task in (Task.text_to_video, Task.image_to_video, Task.continuation, Task.stylize):
+        layout = shapes.layouts()[task]
+
+        def loss(w, task=task, layout=layout):
+            b = train._lm_batch(task, d, np.arange(4), layout, vocab, shapes, np.random.default_rng(3),
+                                changed_weight=w)
+            assert (b["visual_weight"] is None) == (w == 1)
+            with torch.no_grad():
+                return float(train.lm_loss(lm, b["batch"], vocab, b["text_len"], b["visual_weight"]))
+
+        n = layout.segments["visual_out"].stop - layout.segments["visual_out"].start
+        mean = {w: loss(w) for w in (1, 2, 5)}
+        assert mean[5] != pytest.approx(mean[1], rel=1e-4)  # the weights land on some tokens...
+        total = {w: mean[w] * 4 * (n + (w - 1) * 2) for w in mean}  # ...on the 8 changed ones
+        moved = total[2] - total[1]  # the CE on the 8 changed tokens
+        assert moved > 0
+        assert total[5] - total[1] == pytest.approx(4 * moved, rel=1e-3)
+
+
 def _write_mp4(path, clip):
     import imageio_ffmpeg
 
