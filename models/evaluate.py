@@ -392,6 +392,7 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
         # what the analysers still read through the tokenizer: the ceiling of any generated clip
         for metric, fn, key, chance in (("colour", dominant_colour, "colour", 1 / 6),
                                         ("shape", classify_shape, "shape", 1 / 3),
+                                        ("size", classify_size, "size", 1 / 2),
                                         ("motion", classify_motion, "motion", 1 / 6)):
             rows.append(Row("video tokenizer", f"{metric} kept", _acc([fn(r) for r in rec], [lab[key] for lab in labels]),
                             chance, _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels])))

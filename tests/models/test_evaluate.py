@@ -5,6 +5,7 @@ from models import shapes_av as av
 
 EXPECTED_ROWS = [
     ("video tokenizer", "reconstruction PSNR"),
+    ("video tokenizer", "size kept"),
     ("audio tokenizer", "reconstruction PSNR"),
     ("text_to_video", "colour accuracy"),
     ("text_to_video", "shape accuracy"),
