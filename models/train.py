@@ -692,11 +692,9 @@ def _to_device(batch, device: str):
                    forced=move(batch.forced))
 
 
-def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
-            visual_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-token cross-entropy over the output's content positions, each over its kind's ids.
-
-    visual_weight (B, n): a weight per visual output token (the mean is then weighted).
+def token_losses(lm: PrefixLM, batch, vocab, text_len: int) -> dict[int, torch.Tensor]:
+    """Next-token cross-entropy at each of the output's content positions: {kind: (B, n)}, in
+    sequence order (for Kind.visual: the visual_out tokens, latent frame by frame).
 
     The text slot's padding beyond the batch's longest prompt is cut out of the sequence (its
     keys are masked and its outputs unused, so the rest computes exactly as with it): positions
@@ -721,7 +719,7 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
     # hidden at original position i predicts the token at i + 1; outputs start at P
     kinds = torch.tensor(layout.kinds)
     structure = torch.tensor(layout.structure)
-    total, count = h.new_zeros(()), 0
+    out = {}
     for kind in sorted(set(layout.kinds[P:])):
         if kind in (Kind.special, Kind.text):
             continue
@@ -731,12 +729,21 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
         hidden = h[:, targets_at - 1 - (S - len(pos))]  # every dropped position lies before P
         logits = lm.logits(hidden, lo, hi).float()  # (B, n, hi - lo)
         target = batch.ids[:, targets_at] - lo
-        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
+        out[kind] = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    return out
+
+
+def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
+            visual_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of `token_losses` over every output token; visual_weight (B, n) weighs each
+    visual output token (the mean is then weighted)."""
+    total, count = 0.0, 0.0
+    for kind, ce in token_losses(lm, batch, vocab, text_len).items():
         if kind == Kind.visual and visual_weight is not None:
-            w = visual_weight.to(ce.device).flatten()
+            w = visual_weight.to(ce.device)
             total, count = total + (ce * w).sum(), count + w.sum()
         else:
-            total, count = total + ce.sum(), count + target.numel()
+            total, count = total + ce.sum(), count + ce.numel()
     return total / count
 
 

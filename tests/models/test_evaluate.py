@@ -63,3 +63,29 @@ def test_tokenizers_score_mid_training_before_there_is_an_lm(tmp_path, capsys):
     rows = ev.main_eval(["--model", str(folder), "--n", "2", "--tasks", "tokenizers", "--threads", "1"])
     assert {row.task for row in rows} == {"video tokenizer", "audio tokenizer"}
     assert "reconstruction PSNR" in capsys.readouterr().out
+
+
+def test_word_probe_swaps_one_attribute_and_reports_each_frame(capsys):
+    """docs/word_probe.py: each variant changes only its attribute's words, and every variant
+    gets a loss per latent frame (a tiny random LM, so only the shape of the answer is known)."""
+    import importlib.util
+
+    from models.pipeline import TaskShapes, load_pipeline
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("word_probe", REPO / "docs" / "word_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    clip = av.generate_clip(3, split="train")
+    for attribute in probe.ATTRIBUTES:
+        swapped = probe.swap_words(clip, attribute, np.random.default_rng(0))
+        assert swapped != clip.caption
+        assert clip.labels["background"] in swapped
+
+    result = probe.main(["--model", "tiny", "--n", "3"])
+    frames = TaskShapes(load_pipeline("tiny").config).t_clip
+    assert set(result) == {"own caption", "colour swapped", "size swapped", "motion swapped", "no caption"}
+    assert all(len(ce) == frames and np.isfinite(ce).all() for ce in result.values())
+    assert not np.allclose(result["no caption"], result["own caption"])  # the text reaches the LM
+    printed = capsys.readouterr().out
+    assert "| motion swapped |" in printed and "| own |" in printed
