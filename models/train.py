@@ -261,6 +261,16 @@ class Run:
             f.write(json.dumps(record) + "\n")
 
 
+def init_path(folder: str | Path, component: str) -> Path:
+    """`<component>.safetensors` of a checkpoint folder or shipped name (--init-from)."""
+    from models.card import resolve_checkpoint
+
+    weights = (resolve_checkpoint(str(folder)) or Path(folder)) / f"{component}.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"--init-from: {weights} does not exist; give a checkpoint folder that holds it")
+    return weights
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup, then cosine down to a tenth of `lr` at `steps`."""
     if step < warmup:
@@ -318,6 +328,11 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn,
         if load_extra is not None:
             load_extra(state)
         log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
+    elif args.init_from:
+        from safetensors.torch import load_file
+
+        module.load_state_dict(load_file(str(init_path(args.init_from, run.component))))
+        log.info("%s starts from the weights in %s", run.stage, args.init_from)
     module.train()
     stop = _Stop()
     t_start = time.perf_counter()
@@ -618,18 +633,28 @@ def changed_tokens(video: torch.Tensor) -> torch.Tensor:
     return changed
 
 
+def new_tokens(video: torch.Tensor) -> torch.Tensor:
+    """(B, t, h, w) codes -> bool: the tokens that are not a copy of the previous latent
+    frame's, i.e. every token of frame 0 (nothing comes before it) and the changed ones after.
+    Weighting these up leaves frame 0 (colour, shape, size, place) its share of the loss and
+    takes it from the copied background only."""
+    new = changed_tokens(video)
+    new[:, 0] = True
+    return new
+
+
 def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: TaskShapes, rng,
               changed_weight: float = 1.0) -> dict:
     """One batch of one task, mirroring the pipeline's conditioning (Pipeline._run_group).
 
-    changed_weight: loss weight of the output's visual tokens that differ from the previous
-    latent frame (see `changed_tokens`); 1 weighs every token alike.
+    changed_weight: loss weight of the output's new visual tokens, those that do not copy the
+    previous latent frame (see `new_tokens`); 1 weighs every token alike.
     """
     video = d["video"][rows].long()  # (B, t, h, w)
     B = len(rows)
     n = shapes.per_frame
     flat = video.flatten(1)
-    weight = 1.0 + (changed_weight - 1.0) * changed_tokens(video).flatten(1).float()
+    weight = 1.0 + (changed_weight - 1.0) * new_tokens(video).flatten(1).float()
     out_from = 0  # where visual_out starts in `flat`
     content: dict[str, torch.Tensor] = {}
     if task in (Task.text_to_video,):
@@ -818,8 +843,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
     p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
     p.add_argument("--changed-weight", type=float, default=1.0,
-                   help="lm: loss weight of visual tokens that differ from the previous latent "
-                        "frame's (where motion shows); 1: every token alike")
+                   help="lm: loss weight of the visual tokens that do not copy the previous "
+                        "latent frame's (all of frame 0, then where motion shows); 1: every "
+                        "token alike")
+    p.add_argument("--init-from", default="",
+                   help="a new run starts from the stage's weights in this checkpoint folder "
+                        "(fine-tuning; the optimizer starts fresh); --resume state wins over it")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this")
     p.add_argument("--stop-at", type=int, default=0,
                    help="stop (with a checkpoint) at this step; --resume goes on to --steps")
@@ -842,6 +871,8 @@ def main_train(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"--device: {exc}") from None
     if args.crop_frames and (args.crop_frames - 1) % 4:
         raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
+    if args.init_from:
+        init_path(args.init_from, STAGES[args.stage])  # a wrong folder fails now, not after tokenizing
     fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,
           "lm": train_lm}[args.stage]
     result = fn(args)

@@ -158,6 +158,33 @@ def test_resume_continues_from_the_saved_step(tmp_path, tokenized):
     )
 
 
+def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, tokenized):
+    """--init-from DIR: fine-tuning starts from DIR's weights, not from a fresh init; a run
+    with saved state resumes from that state instead."""
+    import shutil
+
+    for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
+        shutil.copy(tokenized / name, tmp_path / name)
+    (tmp_path / "train").mkdir()
+    shutil.copy(tokenized / "train" / "lm_data.pt", tmp_path / "train" / "lm_data.pt")
+    source = load_file(str(tokenized / "lm.safetensors"))
+    _run("lm", tmp_path, "--steps", "1", "--batch", "2", "--clips", "6", "--lr", "1e-9",
+         "--init-from", str(tokenized))
+    tuned = load_file(str(tmp_path / "lm.safetensors"))
+    for k in source:  # one step at a vanishing learning rate: still the source's weights
+        torch.testing.assert_close(tuned[k], source[k], rtol=1e-4, atol=1e-5)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors", "train"):
+        (shutil.copytree if name == "train" else shutil.copy)(tmp_path / name, fresh / name)
+    (fresh / "train" / "lm.pt").unlink()
+    _run("lm", fresh, "--steps", "1", "--batch", "2", "--clips", "6", "--lr", "1e-9")
+    scratch = load_file(str(fresh / "lm.safetensors"))
+    assert any(not torch.allclose(scratch[k], source[k], atol=1e-3) for k in source)
+    with pytest.raises(SystemExit, match="does not exist"):
+        _run("lm", tmp_path / "other", "--steps", "1", "--init-from", str(tmp_path / "nowhere"))
+
+
 def test_lm_loss_is_unchanged_by_cutting_text_padding(tokenized):
     run = train.Run(tokenized, "lm", "tiny")
     d = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
@@ -180,8 +207,9 @@ def test_lm_loss_is_unchanged_by_cutting_text_padding(tokenized):
 
 
 def test_changed_weight_counts_the_tokens_that_move_more(tokenized):
-    """--changed-weight W: an output token whose code differs from the previous latent
-    frame's (where something moved) counts W times in the LM's loss, in every video task."""
+    """--changed-weight W: an output token that does not copy the previous latent frame's
+    (frame 0's, and where something moved) counts W times in the LM's loss, in every video
+    task; the copied ones count once."""
     run = train.Run(tokenized, "lm", "tiny")
     d = dict(torch.load(tokenized / "train" / "lm_data.pt", weights_only=True))
     shapes = TaskShapes(run.config)
@@ -193,7 +221,12 @@ def test_changed_weight_counts_the_tokens_that_move_more(tokenized):
     video[:, last, 0, :2] = (video[:, last, 0, :2] + 1) % vocab.visual_codes  # ...two tokens change last
     d["video"] = video.to(d["video"].dtype)
     assert int(train.changed_tokens(video).sum()) == 4 * 2
-    for task in (Task.text_to_video, Task.image_to_video, Task.continuation, Task.stylize):
+    per_frame = shapes.per_frame
+    assert int(train.new_tokens(video).sum()) == 4 * (2 + per_frame)
+    # the new tokens in each task's output: frame 0's are outputs of text_to_video and stylize
+    new_out = {Task.text_to_video: 2 + per_frame, Task.stylize: 2 + per_frame,
+               Task.image_to_video: 2, Task.continuation: 2}
+    for task in new_out:
         layout = shapes.layouts()[task]
 
         def loss(w, task=task, layout=layout):
@@ -206,8 +239,8 @@ def test_changed_weight_counts_the_tokens_that_move_more(tokenized):
         n = layout.segments["visual_out"].stop - layout.segments["visual_out"].start
         mean = {w: loss(w) for w in (1, 2, 5)}
         assert mean[5] != pytest.approx(mean[1], rel=1e-4)  # the weights land on some tokens...
-        total = {w: mean[w] * 4 * (n + (w - 1) * 2) for w in mean}  # ...on the 8 changed ones
-        moved = total[2] - total[1]  # the CE on the 8 changed tokens
+        total = {w: mean[w] * 4 * (n + (w - 1) * new_out[task]) for w in mean}  # ...on the new ones
+        moved = total[2] - total[1]  # the CE on the new tokens
         assert moved > 0
         assert total[5] - total[1] == pytest.approx(4 * moved, rel=1e-3)
 
