@@ -644,11 +644,12 @@ def new_tokens(video: torch.Tensor) -> torch.Tensor:
 
 
 def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: TaskShapes, rng,
-              changed_weight: float = 1.0) -> dict:
+              changed_weight: float = 1.0, text_drop: float | None = None) -> dict:
     """One batch of one task, mirroring the pipeline's conditioning (Pipeline._run_group).
 
     changed_weight: loss weight of the output's new visual tokens, those that do not copy the
-    previous latent frame (see `new_tokens`); 1 weighs every token alike.
+    previous latent frame (see `new_tokens`); 1 weighs every token alike. text_drop: the share
+    of rows without their text (None: the task's training share; 0 for probes).
     """
     video = d["video"][rows].long()  # (B, t, h, w)
     B = len(rows)
@@ -691,7 +692,8 @@ def _lm_batch(task: Task, d: dict, rows: np.ndarray, layout, vocab, shapes: Task
     cap = d["caption"][rows]
     text = d["text"][cap].float()  # (B, longest, D)
     text_len = d["text_len"][cap].clone()
-    p_drop = TEXT_DROP_CROSS_MODAL if task in (Task.video_to_audio, Task.audio_to_video) else TEXT_DROP
+    p_drop = text_drop if text_drop is not None else (
+        TEXT_DROP_CROSS_MODAL if task in (Task.video_to_audio, Task.audio_to_video) else TEXT_DROP)
     drop = torch.from_numpy(rng.random(B) < p_drop)
     text_len[drop] = 0
     L = shapes.config.text_tokens
@@ -717,9 +719,36 @@ def _to_device(batch, device: str):
                    forced=move(batch.forced))
 
 
-def token_losses(lm: PrefixLM, batch, vocab, text_len: int) -> dict[int, torch.Tensor]:
+def corrupt_outputs(batch, vocab, rates: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, S) ids: `batch.ids` with each output content token replaced, with its row's
+    probability `rates` (B,), by a random code of its kind (--input-noise).
+
+    Only what the LM reads back of its own output changes, never the prefix (the task's input)
+    nor the targets: an output whose earlier tokens may be wrong cannot be continued by copying
+    them alone, so the LM must also read the task's input. Where a task's input matters at a
+    few tokens only (which way the object starts to move, which timbre the first audio frame
+    has) and the rest follows from the output so far, the LM otherwise learns to ignore it.
+    """
+    layout = batch.layout
+    kinds = torch.tensor(layout.kinds)
+    content = ((torch.arange(layout.length) >= layout.prefix_len) & (torch.tensor(layout.structure) < 0)
+               & (kinds != Kind.special) & (kinds != Kind.text))
+    ids = batch.ids.clone()
+    B = ids.shape[0]
+    pick = (torch.rand(B, layout.length, generator=generator) < rates[:, None]) & content[None]
+    for kind in kinds[content].unique().tolist():
+        lo, hi = vocab.code_range(kind)
+        where = pick & (kinds == kind)[None]
+        ids[where] = torch.randint(lo, hi, (int(where.sum()),), generator=generator)
+    return ids
+
+
+def token_losses(lm: PrefixLM, batch, vocab, text_len: int,
+                 inputs: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
     """Next-token cross-entropy at each of the output's content positions: {kind: (B, n)}, in
     sequence order (for Kind.visual: the visual_out tokens, latent frame by frame).
+    `inputs` (B, S): the ids the LM reads (default batch.ids, see `corrupt_outputs`); the
+    targets are always batch.ids.
 
     The text slot's padding beyond the batch's longest prompt is cut out of the sequence (its
     keys are masked and its outputs unused, so the rest computes exactly as with it): positions
@@ -734,7 +763,8 @@ def token_losses(lm: PrefixLM, batch, vocab, text_len: int) -> dict[int, torch.T
     pos = torch.nonzero(keep).squeeze(1)  # (S',) original positions
     device = batch.ids.device
     keep, pos = keep.to(device), pos.to(device)
-    x = lm.tok_embeddings(batch.ids[:, keep])  # (B, S', C)
+    fed = batch.ids if inputs is None else inputs.to(device)
+    x = lm.tok_embeddings(fed[:, keep])  # (B, S', C)
     if ts is not None:
         n = max(1, text_len)
         x = x.clone()
@@ -759,11 +789,11 @@ def token_losses(lm: PrefixLM, batch, vocab, text_len: int) -> dict[int, torch.T
 
 
 def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
-            visual_weight: torch.Tensor | None = None) -> torch.Tensor:
+            visual_weight: torch.Tensor | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
     """The mean of `token_losses` over every output token; visual_weight (B, n) weighs each
     visual output token (the mean is then weighted)."""
     total, count = 0.0, 0.0
-    for kind, ce in token_losses(lm, batch, vocab, text_len).items():
+    for kind, ce in token_losses(lm, batch, vocab, text_len, inputs).items():
         if kind == Kind.visual and visual_weight is not None:
             w = visual_weight.to(ce.device)
             total, count = total + (ce * w).sum(), count + w.sum()
@@ -802,7 +832,13 @@ def train_lm(args) -> dict:
         task = tasks[int(rng.choice(len(tasks), p=weights))]
         rows = rng.integers(0, N, batch)
         b = _lm_batch(task, d, rows, layouts[task], vocab, shapes, rng, args.changed_weight)
-        loss = lm_loss(lm, _to_device(b["batch"], args.device), vocab, b["text_len"], b["visual_weight"])
+        inputs = None
+        if args.input_noise:
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            rates = torch.from_numpy(rng.uniform(0, args.input_noise, batch)).float()
+            inputs = corrupt_outputs(b["batch"], vocab, rates, g)
+        loss = lm_loss(lm, _to_device(b["batch"], args.device), vocab, b["text_len"], b["visual_weight"],
+                       inputs)
         return loss, {f"loss_{task.value}": loss.detach()}
 
     return _loop(run, lm, args, step_fn)
@@ -846,6 +882,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lm: loss weight of the visual tokens that do not copy the previous "
                         "latent frame's (all of frame 0, then where motion shows); 1: every "
                         "token alike")
+    p.add_argument("--input-noise", type=float, default=0.0,
+                   help="lm: each row replaces its output tokens, as the LM reads them back, by "
+                        "random codes with a probability drawn from [0, P] (targets unchanged), "
+                        "so the LM must read the task's input, not only copy its own output")
     p.add_argument("--init-from", default="",
                    help="a new run starts from the stage's weights in this checkpoint folder "
                         "(fine-tuning; the optimizer starts fresh); --resume state wins over it")

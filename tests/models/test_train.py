@@ -185,6 +185,40 @@ def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, token
         _run("lm", tmp_path / "other", "--steps", "1", "--init-from", str(tmp_path / "nowhere"))
 
 
+def test_input_noise_changes_only_the_output_the_lm_reads_back(tokenized):
+    """--input-noise: output tokens, as fed back to the LM, become random codes of their own
+    kind at each row's rate; the task's input (prefix), the layout's fixed tokens and the
+    targets stay, and a noisy input changes the loss."""
+    run = train.Run(tokenized, "lm", "tiny")
+    d = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
+    shapes, vocab = TaskShapes(run.config), run.config.vocab
+    lm = load_pipeline(str(tokenized)).lm
+    for task in (Task.video_to_audio, Task.stylize):
+        layout = shapes.layouts()[task]
+        b = train._lm_batch(task, d, np.arange(3), layout, vocab, shapes, np.random.default_rng(0),
+                            text_drop=0.0)
+        batch = b["batch"]
+        before = batch.ids.clone()
+        g = torch.Generator().manual_seed(0)
+        ids = train.corrupt_outputs(batch, vocab, torch.tensor([0.0, 0.5, 1.0]), g)
+        assert torch.equal(batch.ids, before)  # the targets are not touched
+        P = layout.prefix_len
+        content = (torch.tensor(layout.structure) < 0) & (torch.arange(layout.length) >= P)
+        assert torch.equal(ids[:, ~content], before[:, ~content])  # prefix and fixed tokens stay
+        assert torch.equal(ids[0], before[0])  # rate 0: nothing changes
+        changed = (ids != before)[:, content].float().mean(1)
+        assert 0.3 < changed[1] < 0.7 and changed[2] > 0.95
+        kinds = torch.tensor(layout.kinds)
+        for kind in kinds[content].unique().tolist():
+            lo, hi = vocab.code_range(kind)
+            at = ids[:, content & (kinds == kind)]
+            assert ((at >= lo) & (at < hi)).all()  # a random code of the same kind
+        with torch.no_grad():
+            clean = train.lm_loss(lm, batch, vocab, b["text_len"])
+            noisy = train.lm_loss(lm, batch, vocab, b["text_len"], inputs=ids)
+        assert float(clean) != pytest.approx(float(noisy), rel=1e-4)
+
+
 def test_lm_loss_is_unchanged_by_cutting_text_padding(tokenized):
     run = train.Run(tokenized, "lm", "tiny")
     d = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
