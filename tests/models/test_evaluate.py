@@ -126,3 +126,20 @@ def test_condition_probe_scores_each_task_with_its_own_and_other_inputs(capsys):
     assert result["image_to_video"]["chance"] == pytest.approx(1 / 3)
     assert result["text_to_video (motion only)"]["chance"] == pytest.approx(1 / 6)
     assert "| video_to_audio (video) |" in capsys.readouterr().out
+
+
+def test_audio_code_probe_reports_each_delay_and_level(capsys):
+    """docs/audio_code_probe.py: a share of unchanged codes per RVQ level for every delay."""
+    import importlib.util
+
+    from models.pipeline import load_pipeline
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("audio_code_probe", REPO / "docs" / "audio_code_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    result = probe.main(["--model", "tiny", "--n", "2"])
+    levels = load_pipeline("tiny").config.audio.num_quantizers
+    assert set(result) == set(probe.DELAYS)
+    assert all(len(v) == levels and ((v >= 0) & (v <= 1)).all() for v in result.values())
+    assert "| 8 samples (0.5 ms) |" in capsys.readouterr().out
