@@ -539,6 +539,19 @@ def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return total / 3
 
 
+def shift_distance(model: AudioTokenizer, x: torch.Tensor, delayed: torch.Tensor) -> torch.Tensor:
+    """How far the encoder's latents (before quantizing) move when the audio is delayed by
+    less than a frame, relative to their size; the first and last frames are left out.
+
+    For --shift-weight. A tone delayed by half a millisecond sounds the same, and a video
+    cannot say which phase its soundtrack has; latents that follow the phase make codes an LM
+    cannot learn to write from a video.
+    """
+    z = model.encoder(torch.cat([x, delayed]).unsqueeze(1))[..., 1:-1]  # (2B, D, F - 2)
+    a, b = z.chunk(2)
+    return (a - b).pow(2).mean() / (a.pow(2).mean() + b.pow(2).mean()).clamp_min(1e-8)
+
+
 def train_audio_tokenizer(args) -> dict:
     run = Run(args.out, "audio-tokenizer", args.config)
     config, card = run.config, run.config.card
@@ -549,19 +562,28 @@ def train_audio_tokenizer(args) -> dict:
     n = max(1, round((args.crop_seconds or 0.5) * config.audio.sample_rate / hop)) * hop
     batch = args.batch or DEFAULTS["audio_tokenizer"].batch
 
+    lead = hop // 2 if args.shift_weight else 0  # the longest delay: half a frame
+
     def step_fn(rng, step):
         rows = []
         for _ in range(batch):
             audio = data[int(rng.integers(len(data)))].audio
-            start = int(rng.integers(0, max(1, len(audio) - n + 1)))
-            rows.append(fit_samples(audio[start:], n))
-        x = torch.from_numpy(np.stack(rows)).to(args.device)
+            start = int(rng.integers(0, max(1, len(audio) - n - lead + 1)))
+            rows.append(fit_samples(audio[start:], n + lead))
+        both = torch.from_numpy(np.stack(rows)).to(args.device)
+        x = both[:, lead:]
         out = model(x)
         rec = out.reconstruction.float()
         wave = (rec - x).abs().mean()
         spec = _stft_loss(rec, x)
-        loss = wave + spec + out.aux_loss
-        return loss, {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
+        loss = args.wave_weight * wave + spec + out.aux_loss
+        parts = {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
+        if args.shift_weight:
+            delay = int(rng.integers(1, lead + 1))
+            shift = shift_distance(model, x, both[:, lead - delay : lead - delay + n])
+            loss = loss + args.shift_weight * shift
+            parts["shift"] = shift.detach()
+        return loss, parts
 
     return _loop(run, model, args, step_fn)
 
@@ -877,6 +899,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entropy-weight", type=float, default=None,
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
+    p.add_argument("--wave-weight", type=float, default=1.0,
+                   help="audio tokenizer: weight of the waveform L1 term (0: spectral loss only)")
+    p.add_argument("--shift-weight", type=float, default=0.0,
+                   help="audio tokenizer: weight of a term that keeps the latents still when the "
+                        "audio is delayed by under half a frame (codes of the sound, not its phase)")
     p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
     p.add_argument("--changed-weight", type=float, default=1.0,
                    help="lm: loss weight of the visual tokens that do not copy the previous "

@@ -101,6 +101,23 @@ def test_adversarial_run_resumes_with_its_discriminator(tmp_path):
         torch.testing.assert_close(a[k], b[k])
     assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in _log(straight, "video_tokenizer")])
 
+def test_audio_tokenizer_shift_term_replaces_the_waveform_term(tmp_path):
+    """--wave-weight 0 --shift-weight W: the loss is the spectral term, the quantizer's and W
+    times how far the latents move under a delay; the waveform L1 is logged, not counted."""
+    from models.audio_tokenizer import AudioTokenizer
+
+    _run("audio-tokenizer", tmp_path, "--steps", "3", "--batch", "2", "--data", "shapes-av:4",
+         "--wave-weight", "0", "--shift-weight", "3", "--log-every", "1")
+    for r in _log(tmp_path, "audio_tokenizer"):
+        assert r["shift"] > 0
+        assert r["loss"] == pytest.approx(r["stft"] + r["aux"] + 3 * r["shift"], abs=2e-5)
+    model = AudioTokenizer(ModelConfig.from_name("tiny").audio)
+    audio = torch.from_numpy(np.stack([av.generate_clip(s).audio[:4000] for s in range(2)]))
+    with torch.no_grad():
+        assert float(train.shift_distance(model, audio[:, 80:], audio[:, 80:])) == 0
+        assert float(train.shift_distance(model, audio[:, 80:], audio[:, 40:-40])) > 0
+
+
 def test_colour_differences_tell_the_palette_apart_and_ignore_grey():
     from models import shapes_av as av
 
