@@ -541,7 +541,8 @@ def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def shift_distance(model: AudioTokenizer, x: torch.Tensor, delayed: torch.Tensor) -> torch.Tensor:
     """How far the encoder's latents (before quantizing) move when the audio is delayed by
-    less than a frame, relative to their size; the first and last frames are left out.
+    less than a frame, relative to how much they vary (per channel, over the batch and frames:
+    a constant offset does not count as size); the first and last frames are left out.
 
     For --shift-weight. A tone delayed by half a millisecond sounds the same, and a video
     cannot say which phase its soundtrack has; latents that follow the phase make codes an LM
@@ -549,7 +550,8 @@ def shift_distance(model: AudioTokenizer, x: torch.Tensor, delayed: torch.Tensor
     """
     z = model.encoder(torch.cat([x, delayed]).unsqueeze(1))[..., 1:-1]  # (2B, D, F - 2)
     a, b = z.chunk(2)
-    return (a - b).pow(2).mean() / (a.pow(2).mean() + b.pow(2).mean()).clamp_min(1e-8)
+    spread = a.var(dim=(0, 2)).mean() + b.var(dim=(0, 2)).mean()
+    return (a - b).pow(2).mean() / spread.clamp_min(1e-8)
 
 
 def train_audio_tokenizer(args) -> dict:
