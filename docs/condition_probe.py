@@ -28,11 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
-from models.conditioning import fit_length, fit_samples, resize_frames, stylize_control
+from models.conditioning import resize_frames
 from models.pipeline import load_pipeline
 from models.spec import Task
-from models.train import _lm_batch, token_losses
-from models.video_tokenizer import VideoTokenizer
+from models.train import Example, _lm_batch, clip_window, encode_captions, token_losses, tokenize_examples
 
 # task -> the part of a clip's tokens that is its input ("video:K": the first K latent frames)
 INPUTS = {
@@ -45,23 +44,16 @@ INPUTS = {
 }
 
 
-def tokenize(pipe, clips: list[av.Clip], captions: list[str]) -> dict:
+def tokenize(pipe, clips: list[av.Clip]) -> dict:
     """The clips in the LM stage's data layout (`train.build_lm_data`): tokens and caption states."""
     card = pipe.card
-    frames = np.stack([fit_length(resize_frames(c.frames, card.height, card.width), card.clip_frames)
-                       for c in clips])
-    ctrl = np.stack([stylize_control(f) for f in frames])
-    samples = round(card.clip_frames / card.fps * card.sample_rate)
-    wav = torch.from_numpy(np.stack([fit_samples(c.audio, samples) for c in clips]))
-    text, mask = pipe.text_encoder(captions)
-    return {
-        "video": pipe.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(frames)),
-        "control": pipe.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(ctrl)),
-        "audio": pipe.audio_tokenizer.encode(wav),
-        "caption": torch.arange(len(clips)),
-        "text": text,
-        "text_len": mask.sum(1),
-    }
+    rng = np.random.default_rng(0)  # clip_window: the first window of the card's clip length
+    exs = [clip_window(Example(resize_frames(c.frames, card.height, card.width), c.audio, c.caption),
+                       card.clip_frames, card, rng) for c in clips]
+    video, control, audio = tokenize_examples(exs, pipe.video_tokenizer, pipe.audio_tokenizer,
+                                              pipe.shapes.clip_samples)
+    return {"video": video, "control": control, "audio": audio,
+            **encode_captions(pipe.text_encoder, [c.caption for c in clips])}
 
 
 def with_input(d: dict, task: Task, source: np.ndarray, context: int) -> dict:
@@ -88,21 +80,13 @@ def row_losses(pipe, task: Task, d: dict) -> np.ndarray:
     return (total / sum(v.shape[1] for v in ce.values())).numpy()
 
 
-def motion_swapped(clip: av.Clip, motion: str) -> str:
-    words = av._TRAIN_WORDS
-    for phrase in sorted(words[clip.labels["motion"]], key=len, reverse=True):
-        if phrase in clip.caption:
-            return clip.caption.replace(phrase, words[motion][0], 1)
-    raise ValueError(f"no motion words in {clip.caption!r}")
-
-
 @torch.no_grad()
 def probe(model: str = "demo", n: int = 16, others: int = 5) -> dict[str, dict[str, float]]:
     """{row: {"own": nats per token, "rise": mean rise with the others' inputs, "rank1": share of
     clips whose own input fits best, "chance": 1 / candidates}}."""
     pipe = load_pipeline(model, device="cpu")
     clips = [av.generate_clip(s, split="train") for s in range(20_000, 20_000 + n)]
-    d = tokenize(pipe, clips, [c.caption for c in clips])
+    d = tokenize(pipe, clips)
     context = pipe.shapes.t_context
     result = {}
     for task in INPUTS:
@@ -111,14 +95,11 @@ def probe(model: str = "demo", n: int = 16, others: int = 5) -> dict[str, dict[s
         result[task.value] = _summary(scores)
     # text_to_video again, the caption differing in its motion words only: own first
     variants = [[c.caption for c in clips]] + [
-        [motion_swapped(c, av.MOTIONS[(av.MOTIONS.index(c.labels["motion"]) + k) % len(av.MOTIONS)])
+        [av.reword(c.caption, c.labels["motion"],
+                   av.MOTIONS[(av.MOTIONS.index(c.labels["motion"]) + k) % len(av.MOTIONS)])
          for c in clips] for k in range(1, len(av.MOTIONS))]
-    scores = []
-    for captions in variants:
-        dv = dict(d)
-        text, mask = pipe.text_encoder(captions)
-        dv["text"], dv["text_len"] = text, mask.sum(1)
-        scores.append(row_losses(pipe, Task.text_to_video, dv))
+    scores = [row_losses(pipe, Task.text_to_video, d | encode_captions(pipe.text_encoder, captions))
+              for captions in variants]
     result["text_to_video (motion only)"] = _summary(np.stack(scores, axis=1))
     return result
 

@@ -34,13 +34,9 @@ ATTRIBUTES = {"colour": list(av.COLOURS), "size": list(av.SIZES), "motion": list
 
 def swap_words(clip: av.Clip, attribute: str, rng: np.random.Generator) -> str:
     """The clip's caption with its `attribute` phrase replaced by another value's."""
-    words = av._TRAIN_WORDS
     value = clip.labels[attribute]
-    for phrase in sorted(words.get(value, [value]), key=len, reverse=True):
-        if phrase in clip.caption:
-            other = [v for v in ATTRIBUTES[attribute] if v != value][rng.integers(len(ATTRIBUTES[attribute]) - 1)]
-            return clip.caption.replace(phrase, words.get(other, [other])[0], 1)
-    raise ValueError(f"no {attribute} words in {clip.caption!r}")
+    other = [v for v in ATTRIBUTES[attribute] if v != value][rng.integers(len(ATTRIBUTES[attribute]) - 1)]
+    return av.reword(clip.caption, value, other)
 
 
 @torch.no_grad()

@@ -270,6 +270,15 @@ _HELDOUT_TEMPLATES = [
 ]
 
 
+def reword(text: str, value: str, new_value: str) -> str:
+    """A training caption with the phrase for attribute `value` ("moving left", "ball", "red")
+    replaced by `new_value`'s first phrase; for probes that change one attribute's words."""
+    for phrase in sorted(_TRAIN_WORDS.get(value, [value]), key=len, reverse=True):
+        if phrase in text:
+            return text.replace(phrase, _TRAIN_WORDS.get(new_value, [new_value])[0], 1)
+    raise ValueError(f"no words for {value!r} in {text!r}")
+
+
 def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -> str:
     """A caption of the clip; `phrasing` "heldout" uses only evaluation phrasings."""
     words, templates = (

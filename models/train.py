@@ -328,10 +328,10 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn,
         if load_extra is not None:
             load_extra(state)
         log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
-    elif args.init_from:
+    elif args.init_from:  # main_train has resolved it to the component's file
         from safetensors.torch import load_file
 
-        module.load_state_dict(load_file(str(init_path(args.init_from, run.component))))
+        module.load_state_dict(load_file(str(args.init_from)))
         log.info("%s starts from the weights in %s", run.stage, args.init_from)
     module.train()
     stop = _Stop()
@@ -606,6 +606,35 @@ def load_tokenizers(run: Run) -> tuple[VideoTokenizer, AudioTokenizer]:
 
 
 @torch.no_grad()
+def tokenize_examples(exs: list[Example], video_tok: VideoTokenizer, audio_tok: AudioTokenizer,
+                      clip_samples: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Whole-clip examples -> their video, stylize-control and audio tokens, on the CPU."""
+    frames = np.stack([e.frames for e in exs])
+    video = video_tok.encode(VideoTokenizer.frames_to_tensor(frames).to(device)).cpu()
+    ctrl = np.stack([stylize_control(e.frames) for e in exs])
+    control = video_tok.encode(VideoTokenizer.frames_to_tensor(ctrl).to(device)).cpu()
+    wav = torch.from_numpy(np.stack([fit_samples(e.audio, clip_samples) for e in exs]))
+    return video, control, audio_tok.encode(wav.to(device)).cpu()
+
+
+@torch.no_grad()
+def encode_captions(encoder, captions: list[str]) -> dict[str, torch.Tensor]:
+    """Each distinct caption encoded once: {"caption": (N,) index per example, "text": (C,
+    longest, D) float16 states, "text_len": (C,)}, C distinct captions."""
+    unique = sorted(set(captions))
+    states, masks = [], []
+    for i in range(0, len(unique), 64):
+        s, m = encoder(unique[i : i + 64])
+        states.append(s)
+        masks.append(m)
+    states, masks = torch.cat(states), torch.cat(masks)
+    longest = max(1, int(masks.sum(1).max()))
+    index = {c: k for k, c in enumerate(unique)}
+    return {"caption": torch.tensor([index[c] for c in captions]),
+            "text": states[:, :longest].to(torch.float16), "text_len": masks.sum(1)}
+
+
+@torch.no_grad()
 def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu") -> dict:
     """Tokenize n_clips clips (video, control video, audio) and encode their captions once."""
     from tqdm import tqdm
@@ -621,30 +650,16 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
     video, control, audio, captions = [], [], [], []
     for i in tqdm(range(0, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
         exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : i + batch]]
-        frames = np.stack([e.frames for e in exs])
-        video.append(video_tok.encode(VideoTokenizer.frames_to_tensor(frames).to(device)).cpu())
-        ctrl = np.stack([stylize_control(e.frames) for e in exs])
-        control.append(video_tok.encode(VideoTokenizer.frames_to_tensor(ctrl).to(device)).cpu())
-        wav = torch.from_numpy(np.stack([fit_samples(e.audio, shapes.clip_samples) for e in exs]))
-        audio.append(audio_tok.encode(wav.to(device)).cpu())
+        for out, tokens in zip((video, control, audio),
+                               tokenize_examples(exs, video_tok, audio_tok, shapes.clip_samples, device)):
+            out.append(tokens)
         captions += [e.caption for e in exs]
-    unique = sorted(set(captions))
     encoder = load_text_encoder(run.config.text_encoder, run.config.text_encoder_path, run.config.text_tokens)
-    states, masks = [], []
-    for i in range(0, len(unique), 64):
-        s, m = encoder(unique[i : i + 64])
-        states.append(s)
-        masks.append(m)
-    states, masks = torch.cat(states), torch.cat(masks)
-    longest = max(1, int(masks.sum(1).max()))
-    index = {c: k for k, c in enumerate(unique)}
     return {
         "video": torch.cat(video).to(torch.int16),  # (N, t, h, w)
         "control": torch.cat(control).to(torch.int16),
         "audio": torch.cat(audio).to(torch.int16),  # (N, L, F)
-        "caption": torch.tensor([index[c] for c in captions]),
-        "text": states[:, :longest].to(torch.float16),  # (C, longest, D)
-        "text_len": masks.sum(1),  # (C,)
+        **encode_captions(encoder, captions),
         "tokenizers": [_file_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]],
     }
 
@@ -755,8 +770,7 @@ def corrupt_outputs(batch, vocab, rates: torch.Tensor, generator: torch.Generato
     """
     layout = batch.layout
     kinds = torch.tensor(layout.kinds)
-    content = ((torch.arange(layout.length) >= layout.prefix_len) & (torch.tensor(layout.structure) < 0)
-               & (kinds != Kind.special) & (kinds != Kind.text))
+    content = (torch.arange(layout.length) >= layout.prefix_len) & (torch.tensor(layout.structure) < 0)
     ids = batch.ids.clone()
     B = ids.shape[0]
     pick = (torch.rand(B, layout.length, generator=generator) < rates[:, None]) & content[None]
@@ -940,8 +954,8 @@ def main_train(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"--device: {exc}") from None
     if args.crop_frames and (args.crop_frames - 1) % 4:
         raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
-    if args.init_from:
-        init_path(args.init_from, STAGES[args.stage])  # a wrong folder fails now, not after tokenizing
+    if args.init_from:  # a wrong folder fails now, not after tokenizing
+        args.init_from = init_path(args.init_from, STAGES[args.stage])
     fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,
           "lm": train_lm}[args.stage]
     result = fn(args)

@@ -108,7 +108,7 @@ def test_condition_probe_scores_each_task_with_its_own_and_other_inputs(capsys):
     spec.loader.exec_module(probe)
     pipe = load_pipeline("tiny")
     clips = [av.generate_clip(s, split="train") for s in range(3)]
-    d = probe.tokenize(pipe, clips, [c.caption for c in clips])
+    d = probe.tokenize(pipe, clips)
     source = np.array([1, 2, 0])
     context = pipe.shapes.t_context
     i2v = probe.with_input(d, Task.image_to_video, source, context)
