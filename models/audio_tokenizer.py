@@ -19,6 +19,9 @@ from torch import nn
 from vector_quantize_pytorch import ResidualVQ
 
 
+ENCODER_INPUTS = ("wave", "spectrum")
+
+
 @dataclass
 class AudioTokenizerConfig:
     sample_rate: int = 16000
@@ -30,6 +33,10 @@ class AudioTokenizerConfig:
     # A code whose EMA usage falls below this is reset to a vector from the batch; keeps the
     # codebooks alive during training. 0 turns it off (deterministic steps, as in tests).
     dead_code_threshold: float = 2.0
+    # What the encoder reads. "wave": the samples (SoundStream's SEANet encoder). "spectrum":
+    # log(1 + |STFT|) of each frame, so the codes cannot depend on the wave's phase, which a
+    # delay of a fraction of a millisecond changes and a video cannot predict.
+    encoder_input: str = "wave"
 
     # derived in __post_init__
     hop_length: int = field(init=False)  # samples per frame = prod(strides)
@@ -39,6 +46,8 @@ class AudioTokenizerConfig:
         self.strides = tuple(int(s) for s in self.strides)
         if not self.strides or min(self.strides) < 2:
             raise ValueError(f"strides must each be >= 2; got {self.strides}")
+        if self.encoder_input not in ENCODER_INPUTS:
+            raise ValueError(f"encoder_input must be one of {ENCODER_INPUTS}; got {self.encoder_input!r}")
         self.hop_length = math.prod(self.strides)
         self.frame_rate = self.sample_rate / self.hop_length
 
@@ -141,6 +150,33 @@ class Encoder(nn.Module):
         return self.layers(x)  # (B, 1, N) -> (B, D, N / hop)
 
 
+class SpectrumEncoder(nn.Module):
+    """log(1 + |STFT|) per frame -> latents: what the sound is, never the phase of the wave.
+
+    The window is two hops long and centred on its frame (half a hop of zeros at each end), so
+    there is one spectrum per frame, F = N / hop, as in `Encoder`. Delaying the audio by a few
+    samples barely changes a magnitude spectrum, so the codes stay.
+    """
+
+    def __init__(self, config: AudioTokenizerConfig):
+        super().__init__()
+        self.hop = config.hop_length
+        ch = config.channels * 2 ** len(config.strides)  # the width the wave encoder ends at
+        self.layers = nn.Sequential(
+            nn.Conv1d(self.hop + 1, ch, 3, padding=1),
+            *(ResidualUnit(ch, d) for d in (1, 3)),
+            nn.ELU(),
+            nn.Conv1d(ch, config.latent_dim, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.pad(x.squeeze(1).float(), (self.hop // 2, self.hop - self.hop // 2))
+        window = torch.hann_window(2 * self.hop, device=x.device)  # not a buffer: meta-safe
+        spec = torch.stft(x, 2 * self.hop, self.hop, window=window, center=False,
+                          return_complex=True).abs()
+        return self.layers(torch.log1p(spec))  # (B, 1, N) -> (B, D, N / hop)
+
+
 class Decoder(nn.Module):
     def __init__(self, config: AudioTokenizerConfig):
         super().__init__()
@@ -186,7 +222,7 @@ class AudioTokenizer(nn.Module):
     def __init__(self, config: AudioTokenizerConfig):
         super().__init__()
         self.config = config
-        self.encoder = Encoder(config)
+        self.encoder = SpectrumEncoder(config) if config.encoder_input == "spectrum" else Encoder(config)
         # ResidualVQ keeps constant buffers outside the state dict; built on the meta device
         # they would stay empty after load_state_dict(..., assign=True), so build it on the
         # CPU then. Its codebooks are buffers (EMA-updated), not parameters.

@@ -271,6 +271,26 @@ def init_path(folder: str | Path, component: str) -> Path:
     return weights
 
 
+def load_matching(module: torch.nn.Module, path: str) -> list[str]:
+    """Load the tensors of a safetensors file whose names and shapes match `module`'s
+    (--init-from). Returns the names of module tensors that keep their fresh values; when the
+    architectures differ (say, another audio encoder) the rest still starts from the file.
+    """
+    from safetensors.torch import load_file
+
+    saved, own = load_file(path), module.state_dict()
+    usable = {k: v for k, v in saved.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise SystemExit(f"--init-from: no tensor in {path} fits this model; is it the same stage?")
+    module.load_state_dict(usable, strict=False)
+    fresh = sorted(set(own) - set(usable))
+    if fresh:
+        log.warning("--init-from %s: %d of %d tensors start fresh (not in the file or another shape): %s",
+                    path, len(fresh), len(own), ", ".join(fresh[:8]) + (" ..." if len(fresh) > 8 else ""))
+    log.info("starts from %d tensors of %s", len(usable), path)
+    return fresh
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup, then cosine down to a tenth of `lr` at `steps`."""
     if step < warmup:
@@ -329,10 +349,7 @@ def _loop(run: Run, module: torch.nn.Module, args, step_fn,
             load_extra(state)
         log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
     elif args.init_from:  # main_train has resolved it to the component's file
-        from safetensors.torch import load_file
-
-        module.load_state_dict(load_file(str(args.init_from)))
-        log.info("%s starts from the weights in %s", run.stage, args.init_from)
+        load_matching(module, str(args.init_from))
     module.train()
     stop = _Stop()
     t_start = time.perf_counter()
@@ -565,6 +582,9 @@ def train_audio_tokenizer(args) -> dict:
     batch = args.batch or DEFAULTS["audio_tokenizer"].batch
 
     lead = hop // 2 if args.shift_weight else 0  # the longest delay: half a frame
+    wave_weight = args.wave_weight
+    if wave_weight is None:  # a spectrum encoder sees no phase: the decoder cannot match the wave
+        wave_weight = 1.0 if config.audio.encoder_input == "wave" else 0.0
 
     def step_fn(rng, step):
         rows = []
@@ -578,7 +598,7 @@ def train_audio_tokenizer(args) -> dict:
         rec = out.reconstruction.float()
         wave = (rec - x).abs().mean()
         spec = _stft_loss(rec, x)
-        loss = args.wave_weight * wave + spec + out.aux_loss
+        loss = wave_weight * wave + spec + out.aux_loss
         parts = {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
         if args.shift_weight:
             delay = int(rng.integers(1, lead + 1))
@@ -915,8 +935,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--entropy-weight", type=float, default=None,
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")
-    p.add_argument("--wave-weight", type=float, default=1.0,
-                   help="audio tokenizer: weight of the waveform L1 term (0: spectral loss only)")
+    p.add_argument("--wave-weight", type=float, default=None,
+                   help="audio tokenizer: weight of the waveform L1 term (0: spectral loss only; "
+                        "default 1, or 0 with the spectrum encoder)")
     p.add_argument("--shift-weight", type=float, default=0.0,
                    help="audio tokenizer: weight of a term that keeps the latents still when the "
                         "audio is delayed by under half a frame (codes of the sound, not its phase)")

@@ -150,3 +150,34 @@ def test_presets():
         config = AudioTokenizerConfig.from_name(name)
         assert config.hop_length == 320 and config.num_quantizers == 4
     assert AudioTokenizerConfig.from_name("paper").codebook_size == 1024
+
+
+def test_spectrum_encoder_codes_survive_a_delay_but_follow_the_sound():
+    """encoder_input="spectrum": the codes describe the sound, not the wave's phase, so
+    delaying a soundtrack by half a millisecond (8 samples) keeps them, even untrained, while
+    another soundtrack gets other codes. Same frames, same decoder, same save/load as "wave"."""
+    from models import shapes_av as av
+
+    def soundtrack(seed):
+        return torch.from_numpy(av.generate_clip(seed).audio)[None, : 40 * 320]
+
+    audio = soundtrack(0)
+    config = AudioTokenizerConfig(**PRESETS["tiny"], encoder_input="spectrum")
+    torch.manual_seed(0)
+    tok = AudioTokenizer(config).eval()
+    codes = tok.encode(audio)
+    assert codes.shape == (1, 4, 40) and tok.decode(codes).shape == (1, 40 * 320)
+    same = (codes == tok.encode(torch.roll(audio, 8, dims=1)))[..., 2:-2].float().mean()
+    assert same > 0.9
+    other = next(s for s in range(1, 20) if av.generate_clip(s).spec.main.shape != av.generate_clip(0).spec.main.shape)
+    assert (codes == tok.encode(soundtrack(other)))[..., 2:-2].float().mean() < 0.5
+    assert AudioTokenizerConfig.from_dict(config.to_dict()).encoder_input == "spectrum"
+    with torch.device("meta"):
+        loaded = AudioTokenizer(config)
+    loaded.load_state_dict(tok.state_dict(), assign=True)
+    assert torch.equal(loaded.eval().encode(audio), codes)
+
+
+def test_unknown_encoder_input_is_refused():
+    with pytest.raises(ValueError, match="encoder_input must be one of"):
+        AudioTokenizerConfig(encoder_input="mel")

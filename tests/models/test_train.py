@@ -202,6 +202,28 @@ def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, token
         _run("lm", tmp_path / "other", "--steps", "1", "--init-from", str(tmp_path / "nowhere"))
 
 
+def test_a_spectrum_encoder_run_starts_from_a_wave_tokenizers_decoder(tmp_path, tokenized):
+    """--init-from across audio encoders: the decoder and codebooks come from the file, the
+    new encoder starts fresh; with that encoder the waveform term is off by default (it cannot
+    see the phase it would have to match)."""
+    config = json.loads((tokenized / "config.json").read_text())
+    config["audio_tokenizer"]["encoder_input"] = "spectrum"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _run("audio-tokenizer", tmp_path, "--steps", "2", "--batch", "2", "--data", "shapes-av:4",
+         "--lr", "1e-9", "--log-every", "1", "--init-from", str(tokenized))
+    source = load_file(str(tokenized / "audio_tokenizer.safetensors"))
+    tuned = load_file(str(tmp_path / "audio_tokenizer.safetensors"))
+    decoder = [k for k in tuned if k.startswith("decoder.")]
+    assert decoder and all(torch.allclose(tuned[k], source[k], atol=1e-5) for k in decoder)
+    encoder = [k for k in tuned if k.startswith("encoder.")]
+    assert encoder and all(k not in source or source[k].shape != tuned[k].shape for k in encoder)
+    for r in _log(tmp_path, "audio_tokenizer"):
+        assert r["loss"] == pytest.approx(r["stft"] + r["aux"], abs=2e-5)
+    assert ModelConfig.from_dict(json.loads((tmp_path / "config.json").read_text())).audio.encoder_input == "spectrum"
+    with pytest.raises(SystemExit, match="no tensor"):  # another stage's file fits nothing
+        train.load_matching(torch.nn.Linear(3, 3), str(tokenized / "lm.safetensors"))
+
+
 def test_input_noise_changes_only_the_output_the_lm_reads_back(tokenized):
     """--input-noise: output tokens, as fed back to the LM, become random codes of their own
     kind at each row's rate; the task's input (prefix), the layout's fixed tokens and the
