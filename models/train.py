@@ -860,6 +860,27 @@ def lm_loss(lm: PrefixLM, batch, vocab, text_len: int,
     return total / count
 
 
+def task_weights(spec: str) -> dict[Task, float]:
+    """TASK_WEIGHTS with --task-weights' "task=w,task=w" changes (0 leaves a task out)."""
+    weights = dict(TASK_WEIGHTS)
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        name, _, value = item.partition("=")
+        try:
+            task, w = Task(name.strip()), float(value)
+        except ValueError:
+            raise SystemExit(
+                f"--task-weights: {item!r} is not task=weight; tasks: "
+                f"{', '.join(t.value for t in TASK_WEIGHTS)}; weights are numbers >= 0"
+            ) from None
+        if task not in TASK_WEIGHTS or not w >= 0:
+            raise SystemExit(f"--task-weights: {item!r}: the LM trains {', '.join(t.value for t in TASK_WEIGHTS)}, "
+                             "each with a weight >= 0")
+        weights[task] = w
+    if not any(weights.values()):
+        raise SystemExit("--task-weights: every task has weight 0; give at least one a weight > 0")
+    return weights
+
+
 def train_lm(args) -> dict:
     run = Run(args.out, "lm", args.config)
     config, card = run.config, run.config.card
@@ -880,8 +901,9 @@ def train_lm(args) -> dict:
     shapes = TaskShapes(config)
     layouts = shapes.layouts()
     vocab = config.vocab
-    tasks = list(TASK_WEIGHTS)
-    weights = np.array([TASK_WEIGHTS[t] for t in tasks])
+    chosen = task_weights(args.task_weights)
+    tasks = [t for t in chosen if chosen[t] > 0]
+    weights = np.array([chosen[t] for t in tasks])
     weights = weights / weights.sum()
     batch = args.batch or DEFAULTS["lm"].batch
     N = len(d["video"])
@@ -950,6 +972,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lm: each row replaces its output tokens, as the LM reads them back, by "
                         "random codes with a probability drawn from [0, P] (targets unchanged), "
                         "so the LM must read the task's input, not only copy its own output")
+    p.add_argument("--task-weights", default="",
+                   help="lm: how often each task is drawn, e.g. 'video_to_audio=4,inpaint=0' "
+                        "(changes to the defaults: " + ", ".join(f"{t.value}={w:g}" for t, w in TASK_WEIGHTS.items())
+                        + "; 0 leaves a task out)")
     p.add_argument("--init-from", default="",
                    help="a new run starts from the stage's weights in this checkpoint folder "
                         "(fine-tuning; the optimizer starts fresh); --resume state wins over it")
@@ -975,6 +1001,7 @@ def main_train(argv: Sequence[str] | None = None) -> dict:
         raise SystemExit(f"--device: {exc}") from None
     if args.crop_frames and (args.crop_frames - 1) % 4:
         raise SystemExit(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {args.crop_frames}")
+    task_weights(args.task_weights)  # a typo fails now, not after tokenizing
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
     fn = {"video-tokenizer": train_video_tokenizer, "audio-tokenizer": train_audio_tokenizer,

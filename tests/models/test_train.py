@@ -397,3 +397,26 @@ def test_foreground_marks_the_object():
     assert fg.shape == (1, 1, 17, 64, 64)
     side = 2 * av.SIZES["large"]
     assert abs(float(fg[0, 0, 0].sum()) - side * side) < 4 * side  # the square, edges aside
+
+
+def test_task_weights_choose_the_tasks_an_lm_run_trains(tmp_path, tokenized):
+    """--task-weights: 'task=w' changes a task's share, 0 leaves it out; a typo stops the run
+    before anything is tokenized, naming the tasks it accepts."""
+    import shutil
+
+    weights = train.task_weights("video_to_audio=4, inpaint=0")
+    assert weights[Task.video_to_audio] == 4 and weights[Task.inpaint] == 0
+    assert weights[Task.text_to_video] == train.TASK_WEIGHTS[Task.text_to_video]
+    for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
+        shutil.copy(tokenized / name, tmp_path / name)
+    (tmp_path / "train").mkdir()
+    shutil.copy(tokenized / "train" / "lm_data.pt", tmp_path / "train" / "lm_data.pt")
+    only = ",".join(f"{t.value}=0" for t in train.TASK_WEIGHTS if t != Task.stylize)
+    _run("lm", tmp_path, "--steps", "3", "--batch", "2", "--clips", "6", "--log-every", "1",
+         "--task-weights", only)
+    assert {k for r in _log(tmp_path, "lm") for k in r if k.startswith("loss_")} == {"loss_stylize"}
+    for bad, message in (("video_to_sound=2", "not task=weight"), ("inpaint=-1", "weight >= 0"),
+                         (only + ",stylize=0", "every task has weight 0")):
+        with pytest.raises(SystemExit, match=message):
+            _run("lm", tmp_path / "other", "--steps", "1", "--task-weights", bad)
+    assert not (tmp_path / "other").exists()
