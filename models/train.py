@@ -558,17 +558,18 @@ def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def shift_distance(model: AudioTokenizer, x: torch.Tensor, delayed: torch.Tensor) -> torch.Tensor:
     """How far the encoder's latents (before quantizing) move when the audio is delayed by
-    less than a frame, relative to how much they vary (per channel, over the batch and frames:
-    a constant offset does not count as size); the first and last frames are left out.
+    less than a frame, relative to how much they differ between clips, frame by frame (the
+    variance over the batch at each frame, so neither a constant offset nor a few frames made
+    huge can shrink it); the first and last frames are left out.
 
     For --shift-weight. A tone delayed by half a millisecond sounds the same, and a video
     cannot say which phase its soundtrack has; latents that follow the phase make codes an LM
-    cannot learn to write from a video.
+    cannot learn to write from a video. (The spectrum encoder cannot follow it at all.)
     """
     z = model.encoder(torch.cat([x, delayed]).unsqueeze(1))[..., 1:-1]  # (2B, D, F - 2)
     a, b = z.chunk(2)
-    spread = a.var(dim=(0, 2)).mean() + b.var(dim=(0, 2)).mean()
-    return (a - b).pow(2).mean() / spread.clamp_min(1e-8)
+    spread = a.var(dim=0).mean(0) + b.var(dim=0).mean(0)  # (F - 2,)
+    return ((a - b).pow(2).mean(dim=(0, 1)) / spread.clamp_min(1e-8)).mean()
 
 
 def train_audio_tokenizer(args) -> dict:

@@ -110,7 +110,7 @@ def test_audio_tokenizer_shift_term_replaces_the_waveform_term(tmp_path):
          "--wave-weight", "0", "--shift-weight", "3", "--log-every", "1")
     for r in _log(tmp_path, "audio_tokenizer"):
         assert r["shift"] > 0
-        assert r["loss"] == pytest.approx(r["stft"] + r["aux"] + 3 * r["shift"], abs=2e-5)
+        assert r["loss"] == pytest.approx(r["stft"] + r["aux"] + 3 * r["shift"], abs=5e-5)  # 5-decimal logs
     model = AudioTokenizer(ModelConfig.from_name("tiny").audio)
     audio = torch.from_numpy(np.stack([av.generate_clip(s).audio[:4000] for s in range(2)]))
     with torch.no_grad():
