@@ -143,3 +143,30 @@ def test_audio_code_probe_reports_each_delay_and_level(capsys):
     assert set(result) == set(probe.DELAYS)
     assert all(len(v) == levels and ((v >= 0) & (v <= 1)).all() for v in result.values())
     assert "| 8 samples (0.5 ms) |" in capsys.readouterr().out
+
+
+def test_token_probe_reads_what_the_codes_hold_and_reports_every_attribute(capsys):
+    """docs/token_probe.py: the probe finds a label the codes carry, and not one they lack;
+    on `tiny` it prints a row per attribute."""
+    import importlib.util
+
+    import torch
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("token_probe", REPO / "docs" / "token_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    g = torch.Generator().manual_seed(0)
+    labels = [["a", "b", "c"][i % 3] for i in range(150)]
+    codes = torch.randint(3, 16, (150, 20), generator=g)
+    codes[:, 0] = torch.tensor([i % 3 for i in range(150)])  # codes 0-2 name the label
+    bag = probe.bags(codes, 16)
+    assert torch.allclose(bag.sum(1), torch.ones(150))
+    assert probe.probe_accuracy(bag, labels) == 1.0
+    blind = probe.bags(torch.randint(0, 16, (150, 20), generator=g), 16)
+    assert probe.probe_accuracy(blind, labels) < 0.6
+    result = probe.main(["--model", "tiny", "--n", "20"])
+    assert set(result) == set(probe.ATTRIBUTES)
+    assert all(0 <= acc <= 1 and 0 < chance <= 1 for acc, chance in result.values())
+    assert "| shape | video |" in capsys.readouterr().out
