@@ -37,6 +37,12 @@ class AudioTokenizerConfig:
     # log(1 + |STFT|) of each frame, so the codes cannot depend on the wave's phase, which a
     # delay of a fraction of a millisecond changes and a video cannot predict.
     encoder_input: str = "wave"
+    # Harmonics the decoder adds from a pitch and an amplitude per harmonic it reads off each
+    # frame's latents (a sum of sines with a running phase, as in DDSP), beside its conv output;
+    # 0: none. A conv decoder repeats itself every hop for steady codes (it can only play
+    # multiples of sample_rate / hop); with codes that hold no phase it needs this to play a
+    # steady 160 Hz tone. Training teaches the pitch from the input's spectral peak.
+    harmonics: int = 0
 
     # derived in __post_init__
     hop_length: int = field(init=False)  # samples per frame = prod(strides)
@@ -48,6 +54,8 @@ class AudioTokenizerConfig:
             raise ValueError(f"strides must each be >= 2; got {self.strides}")
         if self.encoder_input not in ENCODER_INPUTS:
             raise ValueError(f"encoder_input must be one of {ENCODER_INPUTS}; got {self.encoder_input!r}")
+        if self.harmonics < 0:
+            raise ValueError(f"harmonics must be >= 0 (0: none); got {self.harmonics}")
         self.hop_length = math.prod(self.strides)
         self.frame_rate = self.sample_rate / self.hop_length
 
@@ -192,6 +200,60 @@ class Decoder(nn.Module):
         return self.layers(z)  # (B, D, F) -> (B, 1, F * hop)
 
 
+F0_RANGE_HZ = (40.0, 2560.0)  # the pitches the harmonic source can play (six octaves)
+
+
+def spectral_peak_hz(audio: torch.Tensor, hop: int, sample_rate: int,
+                     floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) audio -> the strongest partial's frequency per frame (B, N // hop), in Hz, from a
+    2048-sample window centred on each frame (parabolic interpolation between bins), and where
+    it is loud enough to count ((B, F) bool: peak amplitude above `floor`).
+
+    The pitch the harmonic source learns to play. For Shapes-AV tones the strongest partial is
+    the fundamental; for other sounds it may be a harmonic (an octave error the spectral loss
+    then has to live with).
+    """
+    n_fft, frames = 2048, audio.shape[1] // hop
+    window = torch.hann_window(n_fft, device=audio.device)
+    x = nn.functional.pad(audio.float(), (n_fft // 2 - hop // 2, n_fft // 2))
+    spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True).abs()[..., :frames]
+    bin_hz = sample_rate / n_fft
+    lo, hi = int(F0_RANGE_HZ[0] / bin_hz) + 1, min(int(F0_RANGE_HZ[1] / bin_hz), spec.shape[1] - 2)
+    band = spec[:, lo:hi]  # (B, bins, F)
+    peak = band.argmax(1)  # (B, F)
+    a, b, c = (band.gather(1, (peak + d).clamp(0, band.shape[1] - 1)[:, None])[:, 0] for d in (-1, 0, 1))
+    shift = (0.5 * (a - c) / (a - 2 * b + c).clamp(max=-1e-9)).clamp(-0.5, 0.5)
+    hz = (peak + lo + shift) * bin_hz
+    return hz, b > floor * window.sum() / 2
+
+
+class HarmonicSource(nn.Module):
+    """Latents (B, D, F) -> a pitch per frame and `harmonics` amplitudes -> audio (B, F * hop):
+    the sum of the harmonics (those under Nyquist) of a sine whose phase runs on from frame to
+    frame, so a steady code plays a steady tone of any pitch."""
+
+    def __init__(self, config: AudioTokenizerConfig):
+        super().__init__()
+        self.hop, self.rate, self.count = config.hop_length, config.sample_rate, config.harmonics
+        width = 2 * config.latent_dim
+        self.head = nn.Sequential(nn.Conv1d(config.latent_dim, width, 3, padding=1), nn.ELU(),
+                                  nn.Conv1d(width, 1 + self.count, 3, padding=1))
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D, F) -> audio (B, F * hop) and the pitch (B, F) in Hz."""
+        h = self.head(z)
+        lo, hi = F0_RANGE_HZ
+        f0 = lo * (hi / lo) ** torch.sigmoid(h[:, 0])  # (B, F)
+        amps = nn.functional.softplus(h[:, 1:]) * 0.05  # (B, K, F)
+        up = lambda t: nn.functional.interpolate(t, scale_factor=self.hop, mode="linear")  # noqa: E731
+        f0_s = up(f0[:, None])[:, 0]  # (B, N)
+        cycles = torch.cumsum(f0_s.double() / self.rate, dim=1)
+        phase = (2 * math.pi * (cycles - torch.floor(cycles))).float()
+        k = torch.arange(1, self.count + 1, device=z.device, dtype=phase.dtype)[None, :, None]
+        audible = (k * f0_s[:, None] < self.rate / 2).to(phase.dtype)
+        return (up(amps) * audible * torch.sin(k * phase[:, None])).sum(1), f0
+
+
 # ---------------------------------------------------------------------------- tokenizer
 
 
@@ -216,6 +278,7 @@ class AudioTokenizerOutput(NamedTuple):
     reconstruction: torch.Tensor  # (B, F * hop), not clamped; compare to audio[:, :F * hop]
     aux_loss: torch.Tensor  # scalar: RVQ commitment loss, summed over levels
     codes: torch.Tensor  # (B, L, F) int64
+    pitch: torch.Tensor | None = None  # (B, F) Hz the harmonic source played; None without one
 
 
 class AudioTokenizer(nn.Module):
@@ -236,6 +299,7 @@ class AudioTokenizer(nn.Module):
                 threshold_ema_dead_code=config.dead_code_threshold,
             )
         self.decoder = Decoder(config)
+        self.harmonic = HarmonicSource(config) if config.harmonics else None
 
     flatten_codes = staticmethod(flatten_codes)
     unflatten_codes = staticmethod(unflatten_codes)
@@ -288,10 +352,18 @@ class AudioTokenizer(nn.Module):
                 f"codes must lie in [0, {size}); got min {int(codes.min())}, max {int(codes.max())}"
             )
         z = self.quantizer.get_output_from_indices(rearrange(codes, "b l f -> b f l"))  # (B, F, D)
-        audio = self.decoder(rearrange(z, "b f d -> b d f"))  # (B, 1, F * hop)
-        return audio.squeeze(1).clamp(-1, 1)
+        return self._synthesize(rearrange(z, "b f d -> b d f"))[0].clamp(-1, 1)
+
+    def _synthesize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Quantized latents (B, D, F) -> audio (B, F * hop), and the harmonics' pitch (B, F)."""
+        audio = self.decoder(z).squeeze(1)
+        if self.harmonic is None:
+            return audio, None
+        tone, pitch = self.harmonic(z)
+        return audio + tone, pitch
 
     def forward(self, audio: torch.Tensor) -> AudioTokenizerOutput:
         """Reconstruct audio (B, N) through the quantizer, for training (trims to whole hops)."""
         quantized, aux_loss, codes = self._quantize(self._trim(audio))
-        return AudioTokenizerOutput(self.decoder(quantized).squeeze(1), aux_loss, codes)
+        reconstruction, pitch = self._synthesize(quantized)
+        return AudioTokenizerOutput(reconstruction, aux_loss, codes, pitch)

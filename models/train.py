@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from models import pipeline
-from models.audio_tokenizer import AudioTokenizer
+from models.audio_tokenizer import AudioTokenizer, spectral_peak_hz
 from models.conditioning import (
     fit_length,
     fit_samples,
@@ -601,6 +601,12 @@ def train_audio_tokenizer(args) -> dict:
         spec = _stft_loss(rec, x)
         loss = wave_weight * wave + spec + out.aux_loss
         parts = {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
+        if out.pitch is not None:  # the harmonic source plays the input's strongest partial
+            target, voiced = spectral_peak_hz(x, hop, config.audio.sample_rate)
+            miss = (torch.log2(out.pitch.float()) - torch.log2(target)).abs()
+            pitch = (miss * voiced).sum() / voiced.sum().clamp_min(1)
+            loss = loss + pitch
+            parts["pitch"] = pitch.detach()
         if args.shift_weight:
             delay = int(rng.integers(1, lead + 1))
             shift = shift_distance(model, x, both[:, lead - delay : lead - delay + n])

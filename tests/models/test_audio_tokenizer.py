@@ -181,3 +181,43 @@ def test_spectrum_encoder_codes_survive_a_delay_but_follow_the_sound():
 def test_unknown_encoder_input_is_refused():
     with pytest.raises(ValueError, match="encoder_input must be one of"):
         AudioTokenizerConfig(encoder_input="mel")
+
+
+def test_spectral_peak_follows_a_shapes_av_tone():
+    """The pitch the harmonic source is taught: within 2 % of the soundtrack's own pitch,
+    which glides with the object's height."""
+    import numpy as np
+
+    from models import shapes_av as av
+    from models.audio_tokenizer import spectral_peak_hz
+
+    clip = next(c for c in map(av.generate_clip, range(40)) if c.spec.main.motion in ("up", "down"))
+    hz, loud = spectral_peak_hz(torch.from_numpy(clip.audio)[None], 320, 16000)
+    frames = np.arange(10, 100)  # video frame of each audio frame (50 vs 8 per second)
+    _, cy = clip.spec.main.centre(frames * 8 / 50)
+    assert loud[0, frames].all()
+    assert np.abs(hz[0, frames].numpy() / av.pitch_hz(cy) - 1).max() < 0.02
+    silent, loud = spectral_peak_hz(torch.zeros(1, 6400), 320, 16000)
+    assert not loud.any()
+
+
+def test_harmonic_source_plays_a_steady_tone_between_the_hop_multiples():
+    """A conv decoder repeats itself every hop (320 samples: multiples of 50 Hz only) for
+    steady codes; the harmonic source's running phase plays 160 Hz from steady latents."""
+    from models.audio_tokenizer import F0_RANGE_HZ, HarmonicSource, spectral_peak_hz
+
+    config = AudioTokenizerConfig(**PRESETS["tiny"], harmonics=4)
+    source = HarmonicSource(config)
+    lo, hi = F0_RANGE_HZ
+    with torch.no_grad():
+        last = source.head[-1]
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[0] = torch.logit(torch.tensor(math.log(160 / lo) / math.log(hi / lo)))
+        last.bias[1] = 5.0  # the fundamental only
+        last.bias[2:] = -20.0
+        tone, pitch = source(torch.randn(1, config.latent_dim, 1).expand(1, -1, 40))
+    assert tone.shape == (1, 40 * 320) and torch.allclose(pitch, torch.full((1, 40), 160.0))
+    hz, loud = spectral_peak_hz(tone, 320, 16000)
+    assert loud[0, 5:-5].all() and (hz[0, 5:-5] - 160).abs().max() < 2
+    assert not torch.allclose(tone[0, 3200:3520], tone[0, 3520:3840], atol=1e-3)  # not hop-periodic

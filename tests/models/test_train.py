@@ -420,3 +420,17 @@ def test_task_weights_choose_the_tasks_an_lm_run_trains(tmp_path, tokenized):
         with pytest.raises(SystemExit, match=message):
             _run("lm", tmp_path / "other", "--steps", "1", "--task-weights", bad)
     assert not (tmp_path / "other").exists()
+
+
+def test_a_harmonic_tokenizer_learns_the_pitch_of_its_input(tmp_path):
+    """harmonics > 0: each step also fits the harmonic source's pitch to the input's spectral
+    peak (log2 distance, logged as `pitch`, counted in the loss), and that distance falls."""
+    config = ModelConfig.from_name("tiny").to_dict()
+    config["audio_tokenizer"].update(encoder_input="spectrum", harmonics=4)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    _run("audio-tokenizer", tmp_path, "--steps", "40", "--batch", "4", "--data", "shapes-av:8",
+         "--lr", "3e-3", "--log-every", "1")
+    log = _log(tmp_path, "audio_tokenizer")
+    for r in log:
+        assert r["loss"] == pytest.approx(r["stft"] + r["aux"] + r["pitch"], abs=5e-5)
+    assert np.mean([r["pitch"] for r in log[-5:]]) < 0.5 * np.mean([r["pitch"] for r in log[:5]])
