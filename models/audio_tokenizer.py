@@ -239,14 +239,17 @@ class HarmonicSource(nn.Module):
         self.head = nn.Sequential(nn.Conv1d(config.latent_dim, width, 3, padding=1), nn.ELU(),
                                   nn.Conv1d(width, 1 + self.count, 3, padding=1))
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, D, F) -> audio (B, F * hop) and the pitch (B, F) in Hz."""
+    def forward(self, z: torch.Tensor, pitch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D, F) -> audio (B, F * hop) and the predicted pitch (B, F) in Hz. `pitch`, where
+        given (> 0), is played instead of the prediction (training: the input's own, so the
+        amplitudes learn on the right partials while the pitch is still being learnt)."""
         h = self.head(z)
         lo, hi = F0_RANGE_HZ
         f0 = lo * (hi / lo) ** torch.sigmoid(h[:, 0])  # (B, F)
+        played = f0 if pitch is None else torch.where(pitch > 0, pitch.to(f0.dtype), f0.detach())
         amps = nn.functional.softplus(h[:, 1:]) * 0.05  # (B, K, F)
         up = lambda t: nn.functional.interpolate(t, scale_factor=self.hop, mode="linear")  # noqa: E731
-        f0_s = up(f0[:, None])[:, 0]  # (B, N)
+        f0_s = up(played[:, None])[:, 0]  # (B, N)
         cycles = torch.cumsum(f0_s.double() / self.rate, dim=1)
         phase = (2 * math.pi * (cycles - torch.floor(cycles))).float()
         k = torch.arange(1, self.count + 1, device=z.device, dtype=phase.dtype)[None, :, None]
@@ -354,16 +357,21 @@ class AudioTokenizer(nn.Module):
         z = self.quantizer.get_output_from_indices(rearrange(codes, "b l f -> b f l"))  # (B, F, D)
         return self._synthesize(rearrange(z, "b f d -> b d f"))[0].clamp(-1, 1)
 
-    def _synthesize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _synthesize(self, z: torch.Tensor, pitch: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Quantized latents (B, D, F) -> audio (B, F * hop), and the harmonics' pitch (B, F)."""
         audio = self.decoder(z).squeeze(1)
         if self.harmonic is None:
             return audio, None
-        tone, pitch = self.harmonic(z)
-        return audio + tone, pitch
+        tone, predicted = self.harmonic(z, pitch)
+        return audio + tone, predicted
 
-    def forward(self, audio: torch.Tensor) -> AudioTokenizerOutput:
-        """Reconstruct audio (B, N) through the quantizer, for training (trims to whole hops)."""
+    def forward(self, audio: torch.Tensor, pitch: torch.Tensor | None = None) -> AudioTokenizerOutput:
+        """Reconstruct audio (B, N) through the quantizer, for training (trims to whole hops).
+
+        pitch (B, N // hop) Hz, 0 where unknown: what the harmonic source plays instead of its
+        own prediction (teacher forcing); the output's `pitch` is still the prediction.
+        """
         quantized, aux_loss, codes = self._quantize(self._trim(audio))
-        reconstruction, pitch = self._synthesize(quantized)
+        reconstruction, pitch = self._synthesize(quantized, pitch)
         return AudioTokenizerOutput(reconstruction, aux_loss, codes, pitch)

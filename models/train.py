@@ -595,14 +595,16 @@ def train_audio_tokenizer(args) -> dict:
             rows.append(fit_samples(audio[start:], n + lead))
         both = torch.from_numpy(np.stack(rows)).to(args.device)
         x = both[:, lead:]
-        out = model(x)
+        target = voiced = None
+        if model.harmonic is not None:  # its pitch: the input's strongest partial, where loud
+            target, voiced = spectral_peak_hz(x, hop, config.audio.sample_rate)
+        out = model(x, None if target is None else target * voiced)
         rec = out.reconstruction.float()
         wave = (rec - x).abs().mean()
         spec = _stft_loss(rec, x)
         loss = wave_weight * wave + spec + out.aux_loss
         parts = {"wave_l1": wave.detach(), "stft": spec.detach(), "aux": out.aux_loss.detach()}
-        if out.pitch is not None:  # the harmonic source plays the input's strongest partial
-            target, voiced = spectral_peak_hz(x, hop, config.audio.sample_rate)
+        if out.pitch is not None:  # ... which it plays while it learns to predict it
             miss = (torch.log2(out.pitch.float()) - torch.log2(target)).abs()
             pitch = (miss * voiced).sum() / voiced.sum().clamp_min(1)
             loss = loss + pitch

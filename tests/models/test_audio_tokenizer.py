@@ -221,3 +221,8 @@ def test_harmonic_source_plays_a_steady_tone_between_the_hop_multiples():
     hz, loud = spectral_peak_hz(tone, 320, 16000)
     assert loud[0, 5:-5].all() and (hz[0, 5:-5] - 160).abs().max() < 2
     assert not torch.allclose(tone[0, 3200:3520], tone[0, 3520:3840], atol=1e-3)  # not hop-periodic
+    with torch.no_grad():  # teacher forcing: a given pitch is played, the prediction reported
+        forced, predicted = source(torch.randn(1, config.latent_dim, 1).expand(1, -1, 40),
+                                   torch.full((1, 40), 300.0))
+    hz, _ = spectral_peak_hz(forced, 320, 16000)
+    assert (hz[0, 5:-5] - 300).abs().max() < 3 and torch.allclose(predicted, pitch)
