@@ -281,7 +281,7 @@ class AudioTokenizerOutput(NamedTuple):
     reconstruction: torch.Tensor  # (B, F * hop), not clamped; compare to audio[:, :F * hop]
     aux_loss: torch.Tensor  # scalar: RVQ commitment loss, summed over levels
     codes: torch.Tensor  # (B, L, F) int64
-    pitch: torch.Tensor | None = None  # (B, F) Hz the harmonic source played; None without one
+    pitch: torch.Tensor | None = None  # (B, F) Hz the harmonic source predicts; None without one
 
 
 class AudioTokenizer(nn.Module):
