@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import resize_frames
-from models.evaluate import _tokenizers_only
+from models.evaluate import tokenizers_only
 from models.video_tokenizer import VideoTokenizer
 
 # attribute -> the tokens it is read from
@@ -65,7 +65,7 @@ def probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
 @torch.no_grad()
 def probe(model: str = "demo", n: int = 600) -> dict[str, tuple[float, float]]:
     """{attribute: (probe accuracy on held-back clips, chance: the commonest value's share)}."""
-    pipe = _tokenizers_only(model, "cpu")  # a folder without an LM (yet) will do
+    pipe = tokenizers_only(model, "cpu")  # a folder without an LM (yet) will do
     card = pipe.card
     clips = [av.generate_clip(seed, split="train") for seed in range(n)]
     video, audio = [], []

@@ -304,7 +304,7 @@ def _box_pixels(frames: np.ndarray, inside: bool) -> np.ndarray:
     return frames[:, m if inside else ~m]
 
 
-def _tokenizers_only(model: str, device: str):
+def tokenizers_only(model: str, device: str):
     """What the tokenizer rows use of a pipeline (card, device, both tokenizers), loaded from a
     checkpoint folder that may not hold an LM yet; a preset builds the full pipeline."""
     from types import SimpleNamespace
@@ -354,7 +354,7 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
 
     want = set(tasks) if tasks else None
     # the tokenizers alone score mid-training, before the folder holds an LM
-    pipe = _tokenizers_only(model, device) if want == {"tokenizers"} else load_pipeline(model, device=device)
+    pipe = tokenizers_only(model, device) if want == {"tokenizers"} else load_pipeline(model, device=device)
     card = pipe.card
     specs = av.heldout_specs(n, seed=12345 + seed)
     rng = np.random.default_rng(seed)
