@@ -473,6 +473,11 @@ def train_video_tokenizer(args) -> dict:
     frames = args.crop_frames or card.clip_frames
     batch = args.batch or DEFAULTS["video_tokenizer"].batch
 
+    decoder_only = getattr(args, "decoder_only", False)
+    if decoder_only:
+        _check_decoder_only(model, args, run.state_path)
+        model.encoder.requires_grad_(False)  # the codes stay what the LM was trained on
+
     def step_fn(rng, step):
         if args.image_batch and step % 2:
             # single frames: the tokenizer is causal, so a frame alone is latent frame 0 of a
@@ -482,13 +487,18 @@ def train_video_tokenizer(args) -> dict:
             x = _video_batch(data, card, frames, batch, rng)
         x = x.to(args.device)
         fg = foreground(x) if args.foreground_weight or args.entropy_tokens == "foreground" else None
-        out = model(x, model.token_mask(fg) if args.entropy_tokens == "foreground" else None)
-        rec = out.reconstruction.float()
+        if decoder_only:
+            with torch.no_grad():
+                codes = model._quantize(x)[0]
+            rec, aux = model.decoder(codes).float(), torch.zeros((), device=x.device)
+        else:
+            out = model(x, model.token_mask(fg) if args.entropy_tokens == "foreground" else None)
+            rec, aux = out.reconstruction.float(), out.aux_loss
         w = 1.0 + args.foreground_weight * fg if args.foreground_weight else 1.0
         err = rec - x
         l1 = (w * err.abs()).mean()
         mse = (w * err.pow(2)).mean()
-        loss, extra = l1 + mse + out.aux_loss, {}
+        loss, extra = l1 + mse + aux, {}
         if args.chroma_weight:
             chroma = (w * colour_differences(err).pow(2)).mean()  # linear: the error's own channels
             loss = loss + args.chroma_weight * chroma
@@ -496,7 +506,7 @@ def train_video_tokenizer(args) -> dict:
         if disc is not None:
             loss = loss + _adversarial(x, rec, rng, extra)
         psnr = 10 * math.log10(4.0 / max(float(mse.detach()), 1e-10))  # range [-1, 1]: peak-to-peak 2
-        return loss, {"l1": l1.detach(), "aux": out.aux_loss.detach(), "psnr": psnr, **extra}
+        return loss, {"l1": l1.detach(), "aux": aux.detach(), "psnr": psnr, **extra}
 
     # --adversarial-weight: a frame discriminator, trained here with its own optimizer (hinge
     # loss); its term joins the tokenizer's loss once it has had --adversarial-warmup steps
@@ -538,6 +548,26 @@ def train_video_tokenizer(args) -> dict:
             d_steps = int(state["disc_steps"])
 
     return _loop(run, model, args, step_fn, extra_state, load_extra)
+
+
+def _check_decoder_only(model: VideoTokenizer, args, state_path: Path) -> None:
+    """--decoder-only trains a decoder on a trained encoder's codes: refuse a run whose encoder
+    would start from random weights (neither resumed nor wholly in the --init-from file)."""
+    if args.resume and state_path.is_file():
+        return
+    if not args.init_from:
+        raise SystemExit("--decoder-only trains the decoder on a trained encoder's codes: give "
+                         "--init-from DIR_OR_NAME (the checkpoint whose tokens the LM knows)")
+    from safetensors import safe_open
+
+    with safe_open(str(args.init_from), "pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    missing = [k for k, v in model.state_dict().items()
+               if k.startswith("encoder.") and saved.get(k) != tuple(v.shape)]
+    if missing:
+        raise SystemExit(f"--decoder-only: the encoder of {args.init_from} does not fit this config "
+                         f"({len(missing)} tensors missing or of another shape, e.g. {missing[0]}); "
+                         "only the decoder's widths may differ")
 
 
 def _stft_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -963,6 +993,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video tokenizer: weight of a frame discriminator's hinge loss (0: off)")
     p.add_argument("--adversarial-warmup", type=int, default=200,
                    help="video tokenizer: discriminator steps before its loss reaches the tokenizer")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="video tokenizer: train only the decoder, on the frozen codes of the "
+                        "--init-from encoder (tokens unchanged, so an LM trained on them stays "
+                        "valid; the decoder may be wider, see decoder_channels in config.json)")
     p.add_argument("--entropy-weight", type=float, default=None,
                    help="video tokenizer: LFQ entropy loss weight (default: the config's)")
     p.add_argument("--crop-seconds", type=float, default=0.0, help="audio tokenizer: seconds per crop")

@@ -45,6 +45,12 @@ class VideoTokenizerConfig:
     commitment_loss_weight: float = 0.25
     image_size: tuple[int, int] = (64, 64)  # (H, W) of training clips; any multiple of 8 encodes
     frames: int = 17  # training clip length; any 4k+1 encodes
+    # The decoder's own widths (None: the encoder's). Sharp edges are drawn by the decoder's
+    # full-resolution layers, so it can be wider there than the encoder without changing
+    # the tokens: a wider decoder can be trained on a trained encoder's codes, and an LM
+    # trained on those codes stays valid (`train video-tokenizer --decoder-only`).
+    decoder_channels: int | None = None
+    decoder_channel_mult: tuple[int, ...] | None = None
 
     # derived in __post_init__
     codebook_size: int = field(init=False)
@@ -54,6 +60,15 @@ class VideoTokenizerConfig:
     def __post_init__(self):
         # JSON gives lists back; keep tuples so configs compare and hash the same
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if self.decoder_channel_mult is not None:
+            self.decoder_channel_mult = tuple(int(m) for m in self.decoder_channel_mult)
+            if len(self.decoder_channel_mult) != len(self.channel_mult):
+                raise ValueError(
+                    f"decoder_channel_mult needs one entry per stage ({len(self.channel_mult)}, "
+                    f"as channel_mult {self.channel_mult}), got {self.decoder_channel_mult}"
+                )
+        if self.decoder_channels is not None and int(self.decoder_channels) < 1:
+            raise ValueError(f"decoder_channels must be >= 1 (or null: the encoder's), got {self.decoder_channels}")
         self.temporal_downsample = tuple(bool(d) for d in self.temporal_downsample)
         self.image_size = tuple(int(s) for s in self.image_size)
         if len(self.temporal_downsample) != len(self.channel_mult):
@@ -212,8 +227,12 @@ class Upsample(nn.Module):
         return x[:, :, 1:] if self.pt == 2 else x
 
 
-def _widths(config: VideoTokenizerConfig) -> list[int]:
-    return [config.channels] + [config.channels * m for m in config.channel_mult]
+def _widths(config: VideoTokenizerConfig, decoder: bool = False) -> list[int]:
+    ch, mult = config.channels, config.channel_mult
+    if decoder:
+        ch = config.decoder_channels or ch
+        mult = config.decoder_channel_mult or mult
+    return [ch] + [ch * m for m in mult]
 
 
 class Encoder(nn.Module):
@@ -237,7 +256,7 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, config: VideoTokenizerConfig):
         super().__init__()
-        w, n = _widths(config), config.num_res_blocks
+        w, n = _widths(config, decoder=True), config.num_res_blocks
         self.proj = nn.Conv3d(config.codebook_bits, w[-1], 1)  # LFQ bits -> features
         blocks: list[nn.Module] = [ResBlock(w[-1], w[-1]) for _ in range(n)]
         for i in reversed(range(len(config.channel_mult))):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from models import shapes_av as av
 from models import train
 from models.pipeline import ModelConfig, TaskShapes, load_pipeline
-from models.spec import Task
+from models.spec import Task, TaskSpec
 from models.video_tokenizer import VideoTokenizer
 
 
@@ -434,3 +434,46 @@ def test_a_harmonic_tokenizer_learns_the_pitch_of_its_input(tmp_path):
     for r in log:
         assert r["loss"] == pytest.approx(r["stft"] + r["aux"] + r["pitch"], abs=5e-5)
     assert np.mean([r["pitch"] for r in log[-5:]]) < 0.5 * np.mean([r["pitch"] for r in log[:5]])
+
+
+def test_decoder_only_trains_a_wider_decoder_on_the_same_tokens(tmp_path, tokenized):
+    """--decoder-only: the encoder (so every token an LM was trained on) stays the
+    --init-from checkpoint's, the decoder of the new widths learns to draw those codes, and
+    the folder loads and generates as a whole; a run whose encoder would start untrained is
+    refused before any step."""
+    import shutil
+
+    config = json.loads((tokenized / "config.json").read_text())
+    config["video_tokenizer"].update(decoder_channels=8, decoder_channel_mult=[2, 3, 5])
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    for name in ("audio_tokenizer.safetensors", "lm.safetensors"):
+        shutil.copy(tokenized / name, tmp_path / name)
+    args = ["--steps", "30", "--batch", "4", "--lr", "3e-3", "--data", "shapes-av:4",
+            "--crop-frames", "5", "--log-every", "1", "--decoder-only"]
+    with pytest.raises(SystemExit, match="--init-from"):
+        _run("video-tokenizer", tmp_path, *args)
+    assert not (tmp_path / "video_tokenizer.safetensors").exists()
+    _run("video-tokenizer", tmp_path, *args, "--init-from", str(tokenized))
+
+    source = load_file(str(tokenized / "video_tokenizer.safetensors"))
+    tuned = load_file(str(tmp_path / "video_tokenizer.safetensors"))
+    encoder = [k for k in tuned if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(tuned[k], source[k]) for k in encoder)
+    assert tuned["decoder.proj.weight"].shape[0] == 8 * 5 != source["decoder.proj.weight"].shape[0]
+    log = _log(tmp_path, "video_tokenizer")
+    assert np.mean([r["l1"] for r in log[-5:]]) < 0.7 * np.mean([r["l1"] for r in log[:3]])
+    assert all(r["aux"] == 0 for r in log)  # no quantizer term: the codes are not trained
+
+    data = train.ShapesAVData(ModelConfig.from_name("tiny").card)
+    x = VideoTokenizer.frames_to_tensor(np.stack([data[i].frames[:5] for i in range(2)]))
+    old, new = load_pipeline(str(tokenized)), load_pipeline(str(tmp_path))
+    assert torch.equal(old.video_tokenizer.encode(x), new.video_tokenizer.encode(x))
+    out = new.generate([TaskSpec(task=Task.text_to_image, prompt="a red ball", seed=0)], None)
+    assert out[0].frames.shape[-3:] == (32, 32, 3)
+
+    other = json.loads((tokenized / "config.json").read_text())
+    other["video_tokenizer"]["channels"] = 8  # another encoder: its codes are not these
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="does not fit"):
+        _run("video-tokenizer", tmp_path / "other", *args, "--init-from", str(tokenized))

@@ -179,3 +179,27 @@ def test_an_all_true_token_mask_changes_nothing():
     plain, masked = tok(x), tok(x, everything)
     assert torch.allclose(plain.aux_loss, masked.aux_loss)
     assert torch.equal(plain.reconstruction, masked.reconstruction)
+
+
+def test_a_wider_decoder_reads_the_same_tokens():
+    """decoder_channels / decoder_channel_mult widen the decoder only: the encoder, and so the
+    tokens, are the default's; configs saved before these fields existed load unchanged."""
+    base = dict(PRESETS["tiny"])
+    narrow = VideoTokenizerConfig(**base)
+    wide = VideoTokenizerConfig(**base, decoder_channels=8, decoder_channel_mult=[2, 3, 4])
+    assert VideoTokenizerConfig.from_dict(wide.to_dict()) == wide
+    assert VideoTokenizerConfig.from_dict({k: v for k, v in narrow.to_dict().items()
+                                           if not k.startswith("decoder_")}) == narrow
+    torch.manual_seed(0)
+    a = VideoTokenizer(narrow).eval()
+    b = VideoTokenizer(wide).eval()
+    b.encoder.load_state_dict(a.encoder.state_dict())
+    x = clip(9)
+    assert torch.equal(a.encode(x), b.encode(x))
+    widths = [m.out_channels for m in b.decoder.modules() if isinstance(m, torch.nn.Conv3d)]
+    assert {8 * 2, 8 * 3, 8 * 4} <= set(widths)
+    assert b.decode(b.encode(x)).shape == x.shape
+    with pytest.raises(ValueError, match="one entry per stage"):
+        VideoTokenizerConfig(**base, decoder_channel_mult=[2, 2])
+    with pytest.raises(ValueError, match="decoder_channels must be >= 1"):
+        VideoTokenizerConfig(**base, decoder_channels=0)
