@@ -11,8 +11,12 @@ loudness (set by the size) from the sound's.
 
 What the tokens do not hold, no LM can write or read: a generated picture cannot show it, and
 video_to_audio cannot hear it in a video. A low figure here points at the tokenizer, not the
-LM. (A bag of codes drops where each code is; that keeps the probe small and is enough for
-attributes of the object's look. Motion is not probed: it needs the codes' places.)
+LM. A bag of codes drops where each code is; that keeps the probe small and is enough for
+colour, size and background. Shape is in the arrangement: `--grid` adds a small CNN probe on
+the grid of code bits (what the decoder reads: the image's h x w places, one +-1 per bit),
+which reads the shape a bag cannot. (Motion is not probed.)
+
+    python docs/token_probe.py --model demo --n 3000 --grid    # ~5 min on 2 CPU threads
 """
 
 from __future__ import annotations
@@ -62,8 +66,40 @@ def probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
         return float(((x[cut:] @ w + b).argmax(1) == y[cut:]).float().mean())
 
 
+def grid_probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
+                        epochs: int = 40, width: int = 64) -> float:
+    """Fit a small CNN (three 3x3 convolutions, a max over places, a linear layer) on the first
+    rows of x (n, C, h, w), return its accuracy on the rest. Unlike a bag, it sees where each
+    code is relative to its neighbours, and the max over places ignores where the object is."""
+    names = sorted(set(labels))
+    y = torch.tensor([names.index(v) for v in labels])
+    cut = int(train_share * len(y))
+    g = torch.Generator().manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for c_in in (x.shape[1], width, width):
+        layers += [torch.nn.Conv2d(c_in, width, 3, padding=1), torch.nn.GELU()]
+    net = torch.nn.Sequential(*layers)
+    head = torch.nn.Linear(width, len(names))
+    for m in (*net, head):
+        if hasattr(m, "weight"):
+            torch.nn.init.normal_(m.weight, std=(2.0 / m.weight[0].numel()) ** 0.5, generator=g)
+            torch.nn.init.zeros_(m.bias)
+    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=2e-3)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(cut, generator=g)
+            for i in range(0, cut, 64):
+                b = order[i : i + 64]
+                loss = torch.nn.functional.cross_entropy(head(net(x[b]).amax(dim=(2, 3))), y[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    with torch.no_grad():
+        return float((head(net(x[cut:]).amax(dim=(2, 3))).argmax(1) == y[cut:]).float().mean())
+
+
 @torch.no_grad()
-def probe(model: str = "demo", n: int = 600) -> dict[str, tuple[float, float]]:
+def probe(model: str = "demo", n: int = 600, grid: bool = False) -> dict[str, tuple[float, float]]:
     """{attribute: (probe accuracy on held-back clips, chance: the commonest value's share)}."""
     pipe = tokenizers_only(model, "cpu")  # a folder without an LM (yet) will do
     card = pipe.card
@@ -86,6 +122,16 @@ def probe(model: str = "demo", n: int = 600) -> dict[str, tuple[float, float]]:
         labels = [c.labels[attribute.split(" ")[0]] for c in clips]
         chance = max(labels.count(v) for v in set(labels)) / len(labels)
         result[attribute] = (probe_accuracy(features[source], labels), chance)
+    if grid:
+        q = pipe.video_tokenizer.quantizer
+        bits = q.indices_to_codes(v.flatten(1)).float()  # (n, h*w, bits), entries +-1
+        h, w = v.shape[-2:]
+        bits = bits.transpose(1, 2).reshape(n, -1, h, w)
+        for attribute, source in ATTRIBUTES.items():
+            if source == "video":
+                labels = [c.labels[attribute] for c in clips]
+                chance = max(labels.count(x) for x in set(labels)) / len(labels)
+                result[f"{attribute} (grid)"] = (grid_probe_accuracy(bits, labels), chance)
     return result
 
 
@@ -94,15 +140,19 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     p.add_argument("--model", default="demo", help="checkpoint name or folder")
     p.add_argument("--n", type=int, default=600, help="clips (80 %% fit, 20 %% scored)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grid", action="store_true",
+                   help="also a CNN probe on the video tokens' grid of code bits (needs n in the thousands)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result = probe(args.model, args.n)
-    print(f"attributes read off the tokens by a linear probe ({args.model}, {args.n} clips)")
+    result = probe(args.model, args.n, grid=args.grid)
+    print(f"attributes read off the tokens ({args.model}, {args.n} clips): a linear probe on "
+          "bags of codes" + (", a CNN on the grid of code bits" if args.grid else ""))
     print("| attribute | tokens | probe accuracy | chance |")
     print("|---|---|---|---|")
     for attribute, (accuracy, chance) in result.items():
-        print(f"| {attribute} | {ATTRIBUTES[attribute]} | {100 * accuracy:.0f} % | {100 * chance:.0f} % |")
+        source = ATTRIBUTES.get(attribute, "video, grid")
+        print(f"| {attribute} | {source} | {100 * accuracy:.0f} % | {100 * chance:.0f} % |")
     return result
 
 

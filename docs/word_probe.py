@@ -29,7 +29,8 @@ from models.train import token_losses
 from models.video_tokenizer import VideoTokenizer
 from models.vocab import Kind, assemble
 
-ATTRIBUTES = {"colour": list(av.COLOURS), "size": list(av.SIZES), "motion": list(av.MOTIONS)}
+ATTRIBUTES = {"colour": list(av.COLOURS), "shape": list(av.SHAPES), "size": list(av.SIZES),
+              "motion": list(av.MOTIONS)}
 
 
 def swap_words(clip: av.Clip, attribute: str, rng: np.random.Generator) -> str:
