@@ -119,8 +119,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Entropy weight 0.01, not MAGVIT-v2's 0.1: most patches of this world are the same flat
     # background, and at 0.1 the codebook-diversity term outweighed reconstruction (it spread
     # identical patches over many codes; the decoder then lost every object's colour).
+    # Its decoder is wider than its encoder (16 x (2, 4, 6) against 9 x (2, 4, 8)): the shipped
+    # one was trained on the narrow tokenizer's frozen codes (--decoder-only) and raised the
+    # reconstruction from 22.1 to 23.6 dB with the same tokens.
     "demo": {"channels": 9, "channel_mult": (2, 4, 8), "num_res_blocks": 1, "codebook_bits": 10,
-             "entropy_loss_weight": 0.01},
+             "entropy_loss_weight": 0.01, "decoder_channels": 16, "decoder_channel_mult": (2, 4, 6)},
     # paper-shaped (MAGVIT-v2: 128 x (1, 2, 2, 4), 4 res blocks, 2**18 codes). Training it
     # needs a GPU; LFQ's entropy loss then holds a (tokens x 262,144) matrix.
     "paper": {
