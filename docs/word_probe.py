@@ -4,10 +4,10 @@
 
 For n Shapes-AV training clips, text_to_video's cross-entropy (nats per token) is measured on
 each latent frame of the clip's own tokens: with its own caption, then with one attribute's
-words swapped for another value's (the colour "red" -> "blue", the size, the motion "moving
-left" -> "moving up"), then with no caption. A model that reads an attribute's words finds the
-swapped caption a worse fit, so its loss rises on the frames that attribute shows in: frame 0
-for colour and size, frames 1 and on for motion. A rise of about 0 means the words are ignored.
+words swapped for another value's (the colour "red" -> "blue", the shape, the size, the
+motion "moving left" -> "moving up"), then with no caption. A model that reads an attribute's
+words finds the swapped caption a worse fit, so its loss rises on the frames that attribute
+shows in: frame 0 for colour, shape and size, frames 1 and on for motion. A rise of about 0 means the words are ignored.
 """
 
 from __future__ import annotations

@@ -473,7 +473,7 @@ def train_video_tokenizer(args) -> dict:
     frames = args.crop_frames or card.clip_frames
     batch = args.batch or DEFAULTS["video_tokenizer"].batch
 
-    decoder_only = getattr(args, "decoder_only", False)
+    decoder_only = args.decoder_only
     if decoder_only:
         _check_decoder_only(model, args, run.state_path)
         model.encoder.requires_grad_(False)  # the codes stay what the LM was trained on
@@ -488,9 +488,7 @@ def train_video_tokenizer(args) -> dict:
         x = x.to(args.device)
         fg = foreground(x) if args.foreground_weight or args.entropy_tokens == "foreground" else None
         if decoder_only:
-            with torch.no_grad():
-                codes = model._quantize(x)[0]
-            rec, aux = model.decoder(codes).float(), torch.zeros((), device=x.device)
+            rec, aux = model.decoder(model.codes(x)).float(), torch.zeros((), device=x.device)
         else:
             out = model(x, model.token_mask(fg) if args.entropy_tokens == "foreground" else None)
             rec, aux = out.reconstruction.float(), out.aux_loss

@@ -368,6 +368,12 @@ class VideoTokenizer(nn.Module):
         return self._quantize(frames)[2]
 
     @torch.no_grad()
+    def codes(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, 3, T, H, W) -> what the decoder reads: (B, bits, t, h, w), entries +-1."""
+        self._check_frames(frames)
+        return self._quantize(frames)[0]
+
+    @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, t, h, w) int in [0, 2**bits) -> frames (B, 3, T, H, W) in [-1, 1].
 

@@ -85,7 +85,8 @@ def test_word_probe_swaps_one_attribute_and_reports_each_frame(capsys):
 
     result = probe.main(["--model", "tiny", "--n", "3"])
     frames = TaskShapes(load_pipeline("tiny").config).t_clip
-    assert set(result) == {"own caption", "colour swapped", "size swapped", "motion swapped", "no caption"}
+    assert set(result) == {"own caption", "colour swapped", "shape swapped", "size swapped", "motion swapped",
+                           "no caption"}
     assert all(len(ce) == frames and np.isfinite(ce).all() for ce in result.values())
     assert not np.allclose(result["no caption"], result["own caption"])  # the text reaches the LM
     printed = capsys.readouterr().out

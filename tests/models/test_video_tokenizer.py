@@ -199,6 +199,8 @@ def test_a_wider_decoder_reads_the_same_tokens():
     widths = [m.out_channels for m in b.decoder.modules() if isinstance(m, torch.nn.Conv3d)]
     assert {8 * 2, 8 * 3, 8 * 4} <= set(widths)
     assert b.decode(b.encode(x)).shape == x.shape
+    with torch.no_grad():  # codes(): the grid the decoder reads, as decode() rebuilds it from tokens
+        torch.testing.assert_close(b.decoder(b.codes(x)).clamp(-1, 1), b.decode(b.encode(x)))
     with pytest.raises(ValueError, match="one entry per stage"):
         VideoTokenizerConfig(**base, decoder_channel_mult=[2, 2])
     with pytest.raises(ValueError, match="decoder_channels must be >= 1"):
