@@ -117,21 +117,18 @@ def probe(model: str = "demo", n: int = 600, grid: bool = False) -> dict[str, tu
         "audio": torch.cat([bags(a[:, k], pipe.audio_tokenizer.config.codebook_size)
                             for k in range(a.shape[1])], dim=1),
     }
-    result = {}
+    if grid:  # what the decoder reads: (n, bits, h, w), entries +-1
+        h, w = v.shape[-2:]
+        bits = pipe.video_tokenizer.quantizer.indices_to_codes(v.flatten(1)).float()
+        bits = bits.transpose(1, 2).reshape(n, -1, h, w)
+    result, grid_rows = {}, {}
     for attribute, source in ATTRIBUTES.items():
         labels = [c.labels[attribute.split(" ")[0]] for c in clips]
         chance = max(labels.count(v) for v in set(labels)) / len(labels)
         result[attribute] = (probe_accuracy(features[source], labels), chance)
-    if grid:
-        q = pipe.video_tokenizer.quantizer
-        bits = q.indices_to_codes(v.flatten(1)).float()  # (n, h*w, bits), entries +-1
-        h, w = v.shape[-2:]
-        bits = bits.transpose(1, 2).reshape(n, -1, h, w)
-        for attribute, source in ATTRIBUTES.items():
-            if source == "video":
-                labels = [c.labels[attribute] for c in clips]
-                chance = max(labels.count(x) for x in set(labels)) / len(labels)
-                result[f"{attribute} (grid)"] = (grid_probe_accuracy(bits, labels), chance)
+        if grid and source == "video":
+            grid_rows[f"{attribute} (grid)"] = (grid_probe_accuracy(bits, labels), chance)
+    result.update(grid_rows)  # after the bag rows
     return result
 
 
