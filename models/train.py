@@ -17,7 +17,8 @@ decoded with ffmpeg (`imageio_ffmpeg.get_ffmpeg_exe()`) in a subprocess with a t
 resampled to the model card's frame rate, size and sample rate.
 
 The LM stage tokenizes its clips once with the trained tokenizers (cached in
-`DIR/train/lm_data.pt`, with the frozen text encoder's states per caption), then trains every
+`DIR/train/lm_data.pt`, with the frozen text encoder's states per caption; kept while the
+tokenizers' encoders and codebooks stay the same, and grown when `--clips` grows), then trains every
 task at once: one task per batch, so every sequence in a batch has the same length (the
 paper's grouping by length), with the text dropped from ~10% of the rows for classifier-free
 guidance.
@@ -650,8 +651,21 @@ def train_audio_tokenizer(args) -> dict:
 # ---------------------------------------------------------------------------- LM data
 
 
-def _file_digest(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:16]
+def token_digest(path: Path) -> str:
+    """A digest of what decides a tokenizer's codes: its encoder's and quantizer's tensors.
+
+    A decoder trained again on frozen codes (`--decoder-only`) leaves it unchanged, so the
+    LM's tokenized clips stay valid; any change to the encoder or the codebooks changes it."""
+    from safetensors import safe_open
+
+    h = hashlib.sha1()
+    with safe_open(str(path), "pt") as f:
+        for name in sorted(f.keys()):
+            if name.startswith(("encoder.", "quantizer.")):
+                t = f.get_tensor(name).contiguous()
+                h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+                h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_tokenizers(run: Run) -> tuple[VideoTokenizer, AudioTokenizer]:
@@ -692,8 +706,11 @@ def encode_captions(encoder, captions: list[str]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu") -> dict:
-    """Tokenize n_clips clips (video, control video, audio) and encode their captions once."""
+def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu",
+                  start: int = 0) -> dict:
+    """Tokenize clips [start, n_clips) (video, control video, audio) and encode their captions
+    once. The clips and their order are a function of the data and seed alone, so clips
+    [0, start) tokenized earlier and these make the same set as one call from 0 would."""
     from tqdm import tqdm
 
     from models.text_encoder import load_text_encoder
@@ -704,9 +721,11 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
     rng = np.random.default_rng([seed, 7])
     n_clips = min(n_clips, len(data)) if not isinstance(data, ShapesAVData) else n_clips
     indices = rng.permutation(len(data))[:n_clips] if not isinstance(data, ShapesAVData) else np.arange(n_clips)
+    if start:  # windows of the new clips: a stream of their own, not the first call's
+        rng = np.random.default_rng([seed, 7, start])
     video, control, audio, captions = [], [], [], []
-    for i in tqdm(range(0, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
-        exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : i + batch]]
+    for i in tqdm(range(start, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
+        exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : min(i + batch, n_clips)]]
         for out, tokens in zip((video, control, audio),
                                tokenize_examples(exs, video_tok, audio_tok, shapes.clip_samples, device)):
             out.append(tokens)
@@ -717,7 +736,24 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
         "control": torch.cat(control).to(torch.int16),
         "audio": torch.cat(audio).to(torch.int16),  # (N, L, F)
         **encode_captions(encoder, captions),
-        "tokenizers": [_file_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]],
+        "tokenizers": [token_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]],
+    }
+
+
+def join_lm_data(old: dict, new: dict) -> dict:
+    """Clips of `old` then those of `new` (same tokenizers), with one table of caption states."""
+    if old["tokenizers"] != new["tokenizers"]:
+        raise ValueError("the two sets of clips were tokenized by different tokenizers")
+    longest = max(old["text"].shape[1], new["text"].shape[1])
+
+    def pad(text: torch.Tensor) -> torch.Tensor:
+        return F.pad(text, (0, 0, 0, longest - text.shape[1]))
+
+    return {
+        **{k: torch.cat([old[k], new[k]]) for k in ("video", "control", "audio", "text_len")},
+        "caption": torch.cat([old["caption"], new["caption"] + len(old["text"])]),
+        "text": torch.cat([pad(old["text"]), pad(new["text"])]),
+        "tokenizers": old["tokenizers"],
     }
 
 
@@ -922,14 +958,20 @@ def train_lm(args) -> dict:
     run = Run(args.out, "lm", args.config)
     config, card = run.config, run.config.card
     data_path = run.out / "train" / "lm_data.pt"
-    digests = [_file_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]
+    digests = [token_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]
                if (run.out / f"{n}.safetensors").is_file()]
     d = torch.load(data_path, weights_only=True) if data_path.is_file() else None
-    if d is None or d["tokenizers"] != digests or len(d["video"]) < args.clips:
-        log.info("tokenizing %d clips for the LM", args.clips)
+    if d is not None and d["tokenizers"] != digests:
+        log.info("the tokenizers' codes have changed since %s was written: tokenizing again", data_path)
+        d = None
+    have = 0 if d is None else len(d["video"])
+    data = open_data(args.data, card, seed=args.seed + 1) if have < args.clips else None
+    want = 0 if data is None else args.clips if isinstance(data, ShapesAVData) else min(args.clips, len(data))
+    if have < want:  # a larger --clips adds clips to those already tokenized
+        log.info("tokenizing clips %d to %d for the LM", have, want)
         t0 = time.perf_counter()
-        d = build_lm_data(run, open_data(args.data, card, seed=args.seed + 1), args.clips, args.seed,
-                          device=args.device)
+        more = build_lm_data(run, data, want, args.seed, device=args.device, start=have)
+        d = more if d is None else join_lm_data(d, more)
         torch.save(d, data_path)
         log.info("tokenized in %.0f s", time.perf_counter() - t0)
     torch.manual_seed(args.seed)
@@ -1004,7 +1046,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-weight", type=float, default=0.0,
                    help="audio tokenizer: weight of a term that keeps the latents still when the "
                         "audio is delayed by under half a frame (codes of the sound, not its phase)")
-    p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training")
+    p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training (cached in DIR/train/lm_data.pt; a larger "
+                        "value later tokenizes only the clips it adds)")
     p.add_argument("--changed-weight", type=float, default=1.0,
                    help="lm: loss weight of the visual tokens that do not copy the previous "
                         "latent frame's (all of frame 0, then where motion shows); 1: every "
