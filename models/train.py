@@ -961,8 +961,12 @@ def train_lm(args) -> dict:
     digests = [token_digest(run.out / f"{n}.safetensors") for n in COMPONENTS[:2]
                if (run.out / f"{n}.safetensors").is_file()]
     d = torch.load(data_path, weights_only=True) if data_path.is_file() else None
+    source = f"{args.data} (seed {args.seed})"  # which clips, in which order
     if d is not None and d["tokenizers"] != digests:
         log.info("the tokenizers' codes have changed since %s was written: tokenizing again", data_path)
+        d = None
+    elif d is not None and d.get("source", source) != source:  # files before the key: as given
+        log.info("%s holds clips of %s, not %s: tokenizing again", data_path, d["source"], source)
         d = None
     have = 0 if d is None else len(d["video"])
     data = open_data(args.data, card, seed=args.seed + 1) if have < args.clips else None
@@ -972,6 +976,7 @@ def train_lm(args) -> dict:
         t0 = time.perf_counter()
         more = build_lm_data(run, data, want, args.seed, device=args.device, start=have)
         d = more if d is None else join_lm_data(d, more)
+        d["source"] = source
         torch.save(d, data_path)
         log.info("tokenized in %.0f s", time.perf_counter() - t0)
     torch.manual_seed(args.seed)

@@ -86,11 +86,12 @@ def test_word_probe_swaps_one_attribute_and_reports_each_frame(capsys):
     result = probe.main(["--model", "tiny", "--n", "3"])
     frames = TaskShapes(load_pipeline("tiny").config).t_clip
     assert set(result) == {"own caption", "colour swapped", "shape swapped", "size swapped", "motion swapped",
-                           "no caption"}
+                           "no caption", probe.TRAINED_ON}
     assert all(len(ce) == frames and np.isfinite(ce).all() for ce in result.values())
     assert not np.allclose(result["no caption"], result["own caption"])  # the text reaches the LM
     printed = capsys.readouterr().out
-    assert "| motion swapped |" in printed and "| own |" in printed
+    assert "| motion swapped |" in printed and "| own |" in printed and f"| {probe.TRAINED_ON} |" in printed
+    assert not np.allclose(result[probe.TRAINED_ON], result["own caption"])  # other clips, other losses
 
 
 def test_condition_probe_scores_each_task_with_its_own_and_other_inputs(capsys):

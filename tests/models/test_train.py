@@ -204,6 +204,11 @@ def test_a_larger_clips_tokenizes_only_the_clips_it_adds(tmp_path, tokenized):
         torch.testing.assert_close(x, y)
     assert a["tokenizers"] == b["tokenizers"] == old["tokenizers"]
 
+    _run("lm", grown, "--steps", "2", "--batch", "2", "--clips", "4", "--seed", "1", "--resume")  # other clips
+    other = torch.load(grown / "train" / "lm_data.pt", weights_only=True)
+    assert len(other["video"]) == 4 and other["source"] != a["source"]
+    assert not torch.equal(other["video"], a["video"][:4])
+
 
 def test_token_digest_follows_the_codes_not_the_decoder(tmp_path, tokenized):
     """The LM's cached clips stay valid when only a tokenizer's decoder changes (a
