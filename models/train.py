@@ -709,8 +709,9 @@ def encode_captions(encoder, captions: list[str]) -> dict[str, torch.Tensor]:
 def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu",
                   start: int = 0) -> dict:
     """Tokenize clips [start, n_clips) (video, control video, audio) and encode their captions
-    once. The clips and their order are a function of the data and seed alone, so clips
-    [0, start) tokenized earlier and these make the same set as one call from 0 would."""
+    once. Which clips, in which order, is a function of the data and seed alone, so clips
+    [0, start) tokenized earlier and these are the clips one call from 0 would take (a long
+    video's window is drawn from a stream of the call's own)."""
     from tqdm import tqdm
 
     from models.text_encoder import load_text_encoder
@@ -725,7 +726,7 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
         rng = np.random.default_rng([seed, 7, start])
     video, control, audio, captions = [], [], [], []
     for i in tqdm(range(start, n_clips, batch), desc="tokenize", mininterval=10, file=sys.stderr):
-        exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : min(i + batch, n_clips)]]
+        exs = [clip_window(data[int(j)], card.clip_frames, card, rng) for j in indices[i : i + batch]]
         for out, tokens in zip((video, control, audio),
                                tokenize_examples(exs, video_tok, audio_tok, shapes.clip_samples, device)):
             out.append(tokens)
@@ -1051,8 +1052,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-weight", type=float, default=0.0,
                    help="audio tokenizer: weight of a term that keeps the latents still when the "
                         "audio is delayed by under half a frame (codes of the sound, not its phase)")
-    p.add_argument("--clips", type=int, default=1000, help="lm: clips to tokenize for training (cached in DIR/train/lm_data.pt; a larger "
-                        "value later tokenizes only the clips it adds)")
+    p.add_argument("--clips", type=int, default=1000,
+                   help="lm: clips to tokenize for training (cached in DIR/train/lm_data.pt; a "
+                        "larger value later tokenizes only the clips it adds)")
     p.add_argument("--changed-weight", type=float, default=1.0,
                    help="lm: loss weight of the visual tokens that do not copy the previous "
                         "latent frame's (all of frame 0, then where motion shows); 1: every "

@@ -185,11 +185,11 @@ def test_a_larger_clips_tokenizes_only_the_clips_it_adds(tmp_path, tokenized):
         (folder / "train").mkdir(parents=True)
         for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
             shutil.copy(tokenized / name, folder / name)
-    shutil.copy(tokenized / "train" / "lm_data.pt", grown / "train" / "lm_data.pt")
-    _run("lm", grown, "--steps", "1", "--batch", "2", "--clips", "9")
+    _run("lm", grown, "--steps", "1", "--batch", "2", "--clips", "6")
+    old = torch.load(grown / "train" / "lm_data.pt", weights_only=True)
+    _run("lm", grown, "--steps", "2", "--batch", "2", "--clips", "9", "--resume")
     _run("lm", fresh, "--steps", "1", "--batch", "2", "--clips", "9")
 
-    old = torch.load(tokenized / "train" / "lm_data.pt", weights_only=True)
     a = torch.load(grown / "train" / "lm_data.pt", weights_only=True)
     b = torch.load(fresh / "train" / "lm_data.pt", weights_only=True)
     assert len(old["video"]) == 6 and len(a["video"]) == len(b["video"]) == 9
@@ -204,7 +204,7 @@ def test_a_larger_clips_tokenizes_only_the_clips_it_adds(tmp_path, tokenized):
         torch.testing.assert_close(x, y)
     assert a["tokenizers"] == b["tokenizers"] == old["tokenizers"]
 
-    _run("lm", grown, "--steps", "2", "--batch", "2", "--clips", "4", "--seed", "1", "--resume")  # other clips
+    _run("lm", grown, "--steps", "3", "--batch", "2", "--clips", "4", "--seed", "1", "--resume")  # other clips
     other = torch.load(grown / "train" / "lm_data.pt", weights_only=True)
     assert len(other["video"]) == 4 and other["source"] != a["source"]
     assert not torch.equal(other["video"], a["video"][:4])
