@@ -118,9 +118,7 @@ def probe(model: str = "demo", n: int = 600, grid: bool = False) -> dict[str, tu
                             for k in range(a.shape[1])], dim=1),
     }
     if grid:  # what the decoder reads: (n, bits, h, w), entries +-1
-        h, w = v.shape[-2:]
-        bits = pipe.video_tokenizer.quantizer.indices_to_codes(v.flatten(1)).float()
-        bits = bits.transpose(1, 2).reshape(n, -1, h, w)
+        bits = pipe.video_tokenizer.tokens_to_codes(v.long()).float()[:, :, 0]
     result, grid_rows = {}, {}
     for attribute, source in ATTRIBUTES.items():
         labels = [c.labels[attribute.split(" ")[0]] for c in clips]

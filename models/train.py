@@ -708,7 +708,8 @@ def encode_captions(encoder, captions: list[str]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu",
                   start: int = 0) -> dict:
-    """Tokenize clips [start, n_clips) (video, control video, audio) and encode their captions
+    """Tokenize clips [start, n_clips) (video, control video, audio; n_clips at most a file's
+    length) and encode their captions
     once. Which clips, in which order, is a function of the data and seed alone, so clips
     [0, start) tokenized earlier and these are the clips one call from 0 would take (a long
     video's window is drawn from a stream of the call's own)."""
@@ -720,7 +721,6 @@ def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, devi
     video_tok, audio_tok = (m.to(device) for m in load_tokenizers(run))
     shapes = TaskShapes(run.config)
     rng = np.random.default_rng([seed, 7])
-    n_clips = min(n_clips, len(data)) if not isinstance(data, ShapesAVData) else n_clips
     indices = rng.permutation(len(data))[:n_clips] if not isinstance(data, ShapesAVData) else np.arange(n_clips)
     if start:  # windows of the new clips: a stream of their own, not the first call's
         rng = np.random.default_rng([seed, 7, start])

@@ -379,6 +379,12 @@ class VideoTokenizer(nn.Module):
 
         T = (t - 1) * 4 + 1, H = 8h, W = 8w with the default stages.
         """
+        return self.decoder(self.tokens_to_codes(tokens)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, t, h, w) int in [0, 2**bits) -> what the decoder reads: (B, bits, t, h, w),
+        entries +-1 (as `codes` gives from frames)."""
         size = self.config.codebook_size
         if not isinstance(tokens, torch.Tensor) or tokens.ndim != 4 or tokens.is_floating_point():
             shape = (
@@ -397,8 +403,7 @@ class VideoTokenizer(nn.Module):
         _, t, h, w = tokens.shape
         flat = rearrange(tokens, "b t h w -> b (t h w)")
         codes = self.quantizer.indices_to_codes(flat)  # (B, t*h*w, bits), entries +-1
-        codes = rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
-        return self.decoder(codes).clamp(-1, 1)
+        return rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
 
     def forward(self, frames: torch.Tensor, token_mask: torch.Tensor | None = None) -> VideoTokenizerOutput:
         """Reconstruct frames (B, 3, T, H, W) through the quantizer, for training.
