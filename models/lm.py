@@ -28,6 +28,9 @@ class LMConfig:
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
+    # The caption's mean text state, projected (from zeros), added at every position: a path to
+    # the whole caption that needs no attention head to find its words (`caption_vector`).
+    text_global: bool = False
     ffn_hidden: int = 0  # derived
 
     def __post_init__(self) -> None:
@@ -151,6 +154,7 @@ class PrefixLM(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.text_proj = nn.Linear(config.text_dim, config.dim)
+        self.text_global = nn.Linear(config.text_dim, config.dim, bias=False) if config.text_global else None
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
@@ -174,6 +178,8 @@ class PrefixLM(nn.Module):
                 p.normal_(0.0, scale, generator=generator)
         with torch.no_grad():
             self.text_proj.bias.zero_()
+            if self.text_global is not None:  # starts as a model without the path
+                self.text_global.weight.zero_()
 
     def setup_caches(self, max_batch_size: int, max_seq_len: int) -> None:
         """Allocate the static KV cache; a no-op when the current one is big enough."""
@@ -204,14 +210,28 @@ class PrefixLM(nn.Module):
             x[:, text_slice] = self.text_proj(text.to(x.dtype))
         return x
 
+    def caption_vector(self, text: torch.Tensor | None, text_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, 1, C): the projected mean of each row's text states (B, L, D) over its mask (B, L),
+        for `forward`'s `caption`; zeros for a row without text (so classifier-free guidance's
+        unconditional rows get none). None when the model has no caption path or there is no text.
+        """
+        if self.text_global is None or text is None:
+            return None
+        m = text_mask[..., : text.shape[1]].to(text.dtype).unsqueeze(-1)  # (B, L, 1)
+        mean = (text * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self.text_global(mean.to(self.text_global.weight.dtype)).unsqueeze(1)
+
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor,
-                kv_len: int | None = None) -> torch.Tensor:
+                kv_len: int | None = None, caption: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
 
         mask (B, 1, T, K) bool: True where a query may attend a key. K is T without a cache;
         with one, K is the cache length, or `kv_len` when given (attention then reads only the
         first kv_len cached positions: eager decoding skips the empty rest of the cache).
+        caption (B, 1, C): `caption_vector`, added at every position (the same at every step).
         """
+        if caption is not None:
+            x = x + caption.to(x.dtype)
         cos, sin = self.rope[input_pos].to(x.dtype).unbind(1)  # (T, hs) each
         for block in self.layers:
             x = block(x, (cos, sin), mask, input_pos, kv_len)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from models.generate import SamplingParams, filter_logits, generate_tokens
@@ -85,11 +86,12 @@ def test_zero_temperature_is_greedy(tiny):
     assert torch.equal(out[0], out[1])  # different seeds, same argmax path
 
 
-def test_fixed_shape_decode_step_equals_the_eager_step(tiny):
+@pytest.mark.parametrize("caption_path", [False, True])
+def test_fixed_shape_decode_step_equals_the_eager_step(tiny, caption_path):
     """The step a compiled (CUDA-graph) decoder runs gives the eager step's hidden states."""
     from models.generate import decode_one_token, decode_one_token_static, prefill
 
-    lm = tiny.lm
+    lm = _with_caption_path(tiny.lm) if caption_path else tiny.lm
     layout = tiny.layouts[Task.text_to_video]
     batch = assemble(layout, tiny.vocab, text=torch.randn(2, 64, 384),
                      text_mask=torch.ones(2, 64, dtype=torch.bool))
@@ -98,15 +100,34 @@ def test_fixed_shape_decode_step_equals_the_eager_step(tiny):
     valid = torch.zeros(2, lm.max_seq_len, dtype=torch.bool)
     valid[:, : layout.length] = batch.key_valid
     with torch.no_grad():
-        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P)
+        caption = lm.caption_vector(batch.text, batch.key_valid[:, layout.text_slice])
+        assert (caption is not None) == caption_path
+        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P, caption)
         token = torch.tensor([300, 301])
-        eager = decode_one_token(lm, token, P, valid)
-        static = decode_one_token_static(lm, token, torch.tensor([P]), valid)
+        eager = decode_one_token(lm, token, P, valid, caption)
+        static = decode_one_token_static(lm, token, torch.tensor([P]), valid, caption)
     torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
 
 
-def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny):
-    """Cancel one row mid-sampling: later steps run without it, the rest equal solo runs."""
+def _with_caption_path(lm):
+    """A copy of `lm` with the caption path (LMConfig.text_global), its projection non-zero."""
+    from dataclasses import replace
+
+    from models.lm import PrefixLM
+
+    torch.manual_seed(0)
+    out = PrefixLM(replace(lm.config, text_global=True))
+    missing, unexpected = out.load_state_dict(lm.state_dict(), strict=False)
+    assert missing == ["text_global.weight"] and not unexpected
+    torch.nn.init.normal_(out.text_global.weight, std=0.5)
+    return out.eval()
+
+
+@pytest.mark.parametrize("caption_path", [False, True])
+def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny, caption_path):
+    """Cancel one row mid-sampling: later steps run without it, the rest equal solo runs (with
+    the caption path too: its per-row vector leaves with the row)."""
+    lm = _with_caption_path(tiny.lm) if caption_path else tiny.lm
     layout = tiny.layouts[Task.text_to_video]
     vocab = tiny.vocab
     B = 3
@@ -119,10 +140,10 @@ def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny):
         batch = assemble(layout, vocab, text=text[rows], text_mask=mask[rows], batch_size=len(rows))
         params = SamplingParams.for_rows([seeds[r] for r in rows], [1.0] * len(rows), [None] * len(rows),
                                          [None] * len(rows), [guidance[r] for r in rows])
-        return generate_tokens(tiny.lm, vocab, batch, params, progress=progress, drop_rows=drop_rows)
+        return generate_tokens(lm, vocab, batch, params, progress=progress, drop_rows=drop_rows)
 
     sizes: list[int] = []
-    hook = tiny.lm.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
+    hook = lm.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
     steps = []
     try:
         out = run([0, 1, 2], drop_rows=lambda: {1} if len(steps) >= 20 else (),

@@ -76,3 +76,47 @@ def test_setup_caches_refuses_sequences_longer_than_the_context():
         assert "context of 64" in str(err)
     else:
         raise AssertionError("no error for a sequence past the context")
+
+
+def _captioned(seed=0):
+    """The test model with the caption path (`text_global`), its projection made non-zero."""
+    torch.manual_seed(seed)
+    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64, text_global=True))
+    model.init_weights()
+    assert not model.text_global.weight.any()  # starts as the model without it
+    torch.nn.init.normal_(model.text_global.weight, std=0.5)
+    return model.eval()
+
+
+@torch.no_grad()
+def test_caption_path_is_given_at_every_decoding_step():
+    model = _captioned()
+    ids, text, key_valid, P, text_slice = _inputs()
+    B, S = ids.shape
+    caption = model.caption_vector(text, key_valid[:, text_slice])
+    full = model.logits(model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P),
+                              caption=caption))
+    # the path changes what the model predicts: without it the outputs differ
+    plain = model.logits(model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P)))
+    assert (plain - full).abs().max() > 1e-2
+    model.setup_caches(B, 64)
+    valid = torch.zeros(B, 64, dtype=torch.bool)
+    valid[:, :S] = key_valid
+    steps = [model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, caption))]
+    for pos in range(P, S - 1):
+        steps.append(model.logits(decode_one_token(model, ids[:, pos], pos, valid, caption)))
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_caption_vector_averages_the_rows_own_text_and_is_zero_without_text():
+    model = _captioned()
+    _, text, key_valid, _, text_slice = _inputs()
+    mask = key_valid[:, text_slice]  # row 1 has 2 of 4 text states
+    caption = model.caption_vector(text, mask)
+    assert caption.shape == (2, 1, 32)
+    torch.testing.assert_close(caption[1, 0], model.text_global(text[1, :2].mean(0)))
+    torch.testing.assert_close(caption[0, 0], model.text_global(text[0].mean(0)))
+    # a row whose text is dropped (classifier-free guidance's unconditional rows): nothing added
+    assert not model.caption_vector(torch.zeros_like(text), torch.zeros_like(mask)).any()
+    assert _model().caption_vector(text, mask) is None  # a model without the path

@@ -227,19 +227,30 @@ def test_token_digest_follows_the_codes_not_the_decoder(tmp_path, tokenized):
             assert (train.token_digest(tmp_path / "t.safetensors") == digest) is same, (name, key)
 
 
+def _lm_step_from(tokenized, out, **lm_changes):
+    """A run folder `out` with `tokenized`'s tokenizers, token cache and config (its LM's with
+    `lm_changes`), after one LM step --init-from `tokenized` at a vanishing learning rate:
+    (the source LM's tensors, the new ones)."""
+    import shutil
+
+    for name in ("video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
+        shutil.copy(tokenized / name, out / name)
+    config = json.loads((tokenized / "config.json").read_text())
+    config["lm"].update(lm_changes)
+    (out / "config.json").write_text(json.dumps(config))
+    (out / "train").mkdir()
+    shutil.copy(tokenized / "train" / "lm_data.pt", out / "train" / "lm_data.pt")
+    _run("lm", out, "--steps", "1", "--batch", "2", "--clips", "6", "--lr", "1e-9",
+         "--init-from", str(tokenized))
+    return load_file(str(tokenized / "lm.safetensors")), load_file(str(out / "lm.safetensors"))
+
+
 def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, tokenized):
     """--init-from DIR: fine-tuning starts from DIR's weights, not from a fresh init; a run
     with saved state resumes from that state instead."""
     import shutil
 
-    for name in ("config.json", "video_tokenizer.safetensors", "audio_tokenizer.safetensors"):
-        shutil.copy(tokenized / name, tmp_path / name)
-    (tmp_path / "train").mkdir()
-    shutil.copy(tokenized / "train" / "lm_data.pt", tmp_path / "train" / "lm_data.pt")
-    source = load_file(str(tokenized / "lm.safetensors"))
-    _run("lm", tmp_path, "--steps", "1", "--batch", "2", "--clips", "6", "--lr", "1e-9",
-         "--init-from", str(tokenized))
-    tuned = load_file(str(tmp_path / "lm.safetensors"))
+    source, tuned = _lm_step_from(tokenized, tmp_path)
     for k in source:  # one step at a vanishing learning rate: still the source's weights
         torch.testing.assert_close(tuned[k], source[k], rtol=1e-4, atol=1e-5)
     fresh = tmp_path / "fresh"
@@ -252,6 +263,34 @@ def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, token
     assert any(not torch.allclose(scratch[k], source[k], atol=1e-3) for k in source)
     with pytest.raises(SystemExit, match="does not exist"):
         _run("lm", tmp_path / "other", "--steps", "1", "--init-from", str(tmp_path / "nowhere"))
+
+
+def test_a_caption_path_added_to_a_trained_lm_starts_silent_and_is_learnt(tmp_path, tokenized):
+    """"text_global": true in a folder's LM config, fine-tuned --init-from an LM without it: the
+    new projection starts at zero (the run starts from the old LM's predictions), is trained, and
+    the loss and the generated tokens use it."""
+    source, first = _lm_step_from(tokenized, tmp_path, text_global=True)
+    assert set(first) == set(source) | {"text_global.weight"}
+    assert first["text_global.weight"].abs().max() < 1e-6  # silent: the old LM's predictions
+    _run("lm", tmp_path, "--steps", "30", "--batch", "6", "--clips", "6", "--lr", "5e-3", "--resume")
+    assert load_file(str(tmp_path / "lm.safetensors"))["text_global.weight"].abs().max() > 1e-3
+
+    pipe = load_pipeline(str(tmp_path))
+    run = train.Run(tmp_path, "lm", "tiny")
+    d = torch.load(tmp_path / "train" / "lm_data.pt", weights_only=True)
+    shapes = TaskShapes(run.config)
+    b = train._lm_batch(Task.text_to_video, d, np.arange(6), shapes.layouts()[Task.text_to_video],
+                        run.config.vocab, shapes, np.random.default_rng(0), text_drop=0.0)
+    spec = TaskSpec(task=Task.text_to_video, prompt="a small red circle moving left", seed=3, guidance_scale=1.0)
+    with torch.no_grad():
+        used = float(train.lm_loss(pipe.lm, b["batch"], run.config.vocab, b["text_len"]))
+        made = pipe.generate([spec])[0].frames
+        pipe.lm.clear_caches()  # lm_loss runs the model without a KV cache
+        pipe.lm.text_global.weight.zero_()
+        silent = float(train.lm_loss(pipe.lm, b["batch"], run.config.vocab, b["text_len"]))
+        unmade = pipe.generate([spec])[0].frames
+    assert used != pytest.approx(silent, rel=1e-4)
+    assert not np.array_equal(made, unmade)  # same seed: only the caption path differs
 
 
 def test_a_spectrum_encoder_run_starts_from_a_wave_tokenizers_decoder(tmp_path, tokenized):
