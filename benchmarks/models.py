@@ -59,7 +59,8 @@ def measure(name: str, device: str) -> dict:
     valid = torch.zeros(1, lm.max_seq_len, dtype=torch.bool, device=device)
     valid[:, : layout.length] = True
     x = lm.embed(batch.ids[:, :P].to(device), text.to(device), layout.text_slice)
-    prefill_s = _best(lambda: prefill(lm, x, valid, P))
+    caption = lm.caption_vector(text.to(device), mask.to(device))
+    prefill_s = _best(lambda: prefill(lm, x, valid, P, caption))
 
     frames = np.random.RandomState(0).randint(0, 255, (card.clip_frames, card.height, card.width, 3), np.uint8)
     clip = pipe.video_tokenizer.frames_to_tensor(frames).to(device)
