@@ -2,8 +2,9 @@
 
 Attention is bidirectional over the condition prefix and causal over the output (the mask
 is built by `prefix_mask`), text encoder states enter as vectors at the text slot through a
-linear projection, positions are rotary, attention is PyTorch SDPA. A static KV cache, set up
-once per batch shape (`setup_caches`), serves incremental decoding (models/generate.py).
+linear projection (with `text_global`, also their mean at every position), positions are
+rotary, attention is PyTorch SDPA. A static KV cache, set up once per batch shape
+(`setup_caches`), serves incremental decoding (models/generate.py).
 """
 
 from __future__ import annotations
