@@ -709,10 +709,9 @@ def encode_captions(encoder, captions: list[str]) -> dict[str, torch.Tensor]:
 def build_lm_data(run: Run, data, n_clips: int, seed: int, batch: int = 16, device: str = "cpu",
                   start: int = 0) -> dict:
     """Tokenize clips [start, n_clips) (video, control video, audio; n_clips at most a file's
-    length) and encode their captions
-    once. Which clips, in which order, is a function of the data and seed alone, so clips
-    [0, start) tokenized earlier and these are the clips one call from 0 would take (a long
-    video's window is drawn from a stream of the call's own)."""
+    length) and encode their captions once. Which clips, in which order, is a function of the
+    data and seed alone, so clips [0, start) tokenized earlier and these are the clips one call
+    from 0 would take (a long video's window is drawn from a stream of the call's own)."""
     from tqdm import tqdm
 
     from models.text_encoder import load_text_encoder
