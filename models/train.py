@@ -225,8 +225,9 @@ class Run:
         cfg_path = self.out / "config.json"
         if cfg_path.is_file():
             self.config = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
-            if self.config.name != config_name:
-                log.warning("%s holds a %r model; training it, not %r", self.out, self.config.name, config_name)
+            if self.config.name != config_name:  # --config names the preset of a new folder only
+                log.warning("%s already holds a %r model (its config.json): training that; --config %r "
+                            "is used only by a folder without one", self.out, self.config.name, config_name)
         else:
             self.config = ModelConfig.from_name(config_name)
             cfg_path.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")

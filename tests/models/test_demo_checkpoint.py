@@ -12,7 +12,7 @@ from app.config import default_model
 from models import evaluate as ev
 from models import shapes_av as av
 from models.card import CHECKPOINT_DIR, resolve_checkpoint
-from models.pipeline import load_pipeline
+from models.pipeline import ModelConfig, load_pipeline
 from models.spec import Task, TaskSpec
 
 DEMO = CHECKPOINT_DIR / "demo"
@@ -35,6 +35,15 @@ def test_the_demo_checkpoint_ships_within_50_mb_and_is_the_default() -> None:
     assert sum(p.stat().st_size for p in DEMO.iterdir()) <= 50 * 2**20
     assert json.loads((DEMO / "config.json").read_text())["card"]["width"] == 64
     assert default_model() == "demo"
+
+
+def test_the_demo_preset_builds_the_shipped_checkpoints_model() -> None:
+    """`train --config demo` (and `make demo-checkpoint`) must train the architecture that ships,
+    or a user retraining it gets another model; only the card's guidance is set after training."""
+    preset = ModelConfig.from_name("demo").to_dict()
+    shipped = ModelConfig.from_dict(json.loads((DEMO / "config.json").read_text())).to_dict()
+    preset["card"].pop("guidance_scale"), shipped["card"].pop("guidance_scale")
+    assert preset == shipped
 
 
 def test_its_video_tokenizer_reconstructs_held_out_clips(demo, clips) -> None:
