@@ -125,34 +125,37 @@ def sample(logits: torch.Tensor, params: SamplingParams, rows: list[int]) -> tor
 
 
 def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_len: int,
-            caption: torch.Tensor | None = None) -> torch.Tensor:
+            caption: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Run the prefix x (B, P, C) through the model, filling the cache; hidden of its last position.
-    caption: `PrefixLM.caption_vector` of the rows, given again at every decoding step."""
+    caption: `PrefixLM.caption_vector` of the rows, given again at every decoding step; grid:
+    the layout's `grid_coords()`, likewise."""
     P = x.shape[1]
     mask = prefix_mask(key_valid, prefix_len, q_len=P)
-    h = model(x, torch.arange(P, device=x.device), mask, caption=caption)
+    h = model(x, torch.arange(P, device=x.device), mask, caption=caption, grid=grid)
     return h[:, -1]
 
 
 def decode_one_token(model: PrefixLM, token: torch.Tensor, pos: int, key_valid: torch.Tensor,
-                     caption: torch.Tensor | None = None) -> torch.Tensor:
+                     caption: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Feed token (B,) at position `pos`; hidden state (B, C) that predicts position pos + 1.
 
     Eager: attention reads only the pos + 1 filled cache entries.
     """
     x = model.embed(token[:, None], None, None)
     mask = key_valid[:, None, None, : pos + 1]  # keys 0..pos: everything so far
-    return model(x, torch.tensor([pos], device=token.device), mask, kv_len=pos + 1, caption=caption)[:, -1]
+    return model(x, torch.tensor([pos], device=token.device), mask, kv_len=pos + 1, caption=caption,
+                 grid=grid)[:, -1]
 
 
 def decode_one_token_static(model: PrefixLM, token: torch.Tensor, input_pos: torch.Tensor,
-                            key_valid: torch.Tensor, caption: torch.Tensor | None = None) -> torch.Tensor:
+                            key_valid: torch.Tensor, caption: torch.Tensor | None = None,
+                            grid: torch.Tensor | None = None) -> torch.Tensor:
     """The same step with fixed shapes (the whole cache, the position as a (1,) tensor), so
     one compiled graph (CUDA graphs under torch.compile's reduce-overhead) serves every step."""
     x = model.embed(token[:, None], None, None)
     keys = torch.arange(key_valid.shape[1], device=token.device)
     mask = (key_valid & (keys <= input_pos))[:, None, None, :]
-    return model(x, input_pos, mask, caption=caption)[:, -1]
+    return model(x, input_pos, mask, caption=caption, grid=grid)[:, -1]
 
 
 def compile_decode_step(mode: str = "reduce-overhead") -> Callable:
@@ -242,7 +245,8 @@ def generate_tokens(
     valid[:, :S] = key_valid
 
     caption = None if text is None else model.caption_vector(text, key_valid[:, layout.text_slice])
-    h = prefill(model, model.embed(ids[:, :P], text, layout.text_slice), valid, P, caption)
+    grid = layout.grid_coords().to(device) if model.grid is not None else None
+    h = prefill(model, model.embed(ids[:, :P], text, layout.text_slice), valid, P, caption, grid)
     for i in range(n_steps):
         gone = dropped_now()
         if gone:
@@ -270,9 +274,9 @@ def generate_tokens(
             step = out[rows, i]
             step = torch.cat([step, step]) if use_cfg else step
             if static_step is None:
-                h = decode_one_token(model, step, P + i, valid, caption)
+                h = decode_one_token(model, step, P + i, valid, caption, grid)
             else:
-                h = static_step(model, step, torch.tensor([P + i], device=device), valid, caption).clone()
+                h = static_step(model, step, torch.tensor([P + i], device=device), valid, caption, grid).clone()
     if len(live) < B:  # dropped rows: their unsampled positions get a valid code
         first = [vocab.code_range(kinds[i])[0] if structure[i] < 0 else 0 for i in range(len(kinds))]
         out = torch.where(out >= 0, out, torch.tensor(first, device=device))

@@ -3,7 +3,8 @@
 Attention is bidirectional over the condition prefix and causal over the output (the mask
 is built by `prefix_mask`), text encoder states enter as vectors at the text slot through a
 linear projection (with `text_global`, also their mean at every position), positions are
-rotary, attention is PyTorch SDPA. A static KV cache, set up once per batch shape
+rotary (with `grid_positions`, visual tokens also get an embedding of their place in the
+frame), attention is PyTorch SDPA. A static KV cache, set up once per batch shape
 (`setup_caches`), serves incremental decoding (models/generate.py).
 """
 
@@ -32,11 +33,18 @@ class LMConfig:
     # The caption's mean text state, projected (from zeros), added at every position: a path to
     # the whole caption that needs no attention head to find its words (`caption_vector`).
     text_global: bool = False
+    # Learnt embeddings of each visual token's place, its latent frame, row and column within its
+    # segment (from zeros), added to its input: rotary positions alone tell a token how far it is
+    # from another, not where in the frame it is. grid_size (frames, rows, cols) is derived from
+    # the video tokenizer and the card by the pipeline.
+    grid_positions: bool = False
+    grid_size: tuple[int, int, int] = (0, 0, 0)
     ffn_hidden: int = 0  # derived
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} must be a multiple of n_heads {self.n_heads}")
+        self.grid_size = tuple(int(n) for n in self.grid_size)  # a list when read from JSON
         hidden = int(self.ffn_mult * self.dim)
         self.ffn_hidden = -(-hidden // self.multiple_of) * self.multiple_of
 
@@ -157,6 +165,12 @@ class PrefixLM(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.text_proj = nn.Linear(config.text_dim, config.dim)
         self.text_global = nn.Linear(config.text_dim, config.dim, bias=False) if config.text_global else None
+        if config.grid_positions and min(config.grid_size) <= 0:
+            raise ValueError(f"grid_positions needs a grid_size (frames, rows, cols); got {config.grid_size}")
+        # index 0 of each table: not a visual position (stays zero)
+        self.grid = nn.ModuleList(
+            nn.Embedding(n + 1, config.dim, padding_idx=0) for n in config.grid_size
+        ) if config.grid_positions else None
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
@@ -182,6 +196,8 @@ class PrefixLM(nn.Module):
             self.text_proj.bias.zero_()
             if self.text_global is not None:  # starts as a model without the path
                 self.text_global.weight.zero_()
+            for table in self.grid or ():  # likewise
+                table.weight.zero_()
 
     def setup_caches(self, max_batch_size: int, max_seq_len: int) -> None:
         """Allocate the static KV cache; a no-op when the current one is big enough."""
@@ -223,17 +239,32 @@ class PrefixLM(nn.Module):
         mean = (text * m).sum(1) / m.sum(1).clamp_min(1.0)
         return self.text_global(mean.to(self.text_global.weight.dtype)).unsqueeze(1)
 
+    def grid_vector(self, coords: torch.Tensor) -> torch.Tensor:
+        """(T, C): the embedding of each position's (latent frame, row, col) coords (T, 3); zero
+        where the coords are -1 (not a visual position). Coords past the table count as its last
+        entry (a layout larger than the one the LM was built for)."""
+        out = 0
+        for axis, table in enumerate(self.grid):
+            index = (coords[:, axis] + 1).clamp(0, table.num_embeddings - 1)
+            out = out + table(index)
+        return out
+
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor,
-                kv_len: int | None = None, caption: torch.Tensor | None = None) -> torch.Tensor:
+                kv_len: int | None = None, caption: torch.Tensor | None = None,
+                grid: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
 
         mask (B, 1, T, K) bool: True where a query may attend a key. K is T without a cache;
         with one, K is the cache length, or `kv_len` when given (attention then reads only the
         first kv_len cached positions: eager decoding skips the empty rest of the cache).
         caption (B, 1, C): `caption_vector`, added at every position (the same at every step).
+        grid (S, 3): the layout's `grid_coords()`, every position's (indexed by input_pos); used
+        when the model has `grid_positions`.
         """
         if caption is not None:
             x = x + caption.to(x.dtype)
+        if self.grid is not None and grid is not None:
+            x = x + self.grid_vector(grid[input_pos]).to(x.dtype)
         cos, sin = self.rope[input_pos].to(x.dtype).unbind(1)  # (T, hs) each
         for block in self.layers:
             x = block(x, (cos, sin), mask, input_pos, kv_len)

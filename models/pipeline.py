@@ -29,7 +29,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +82,13 @@ MODEL_PRESETS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _lm_fields(lm: LMConfig) -> dict:
+    """An LMConfig's fields as given to its constructor (without the derived ffn_hidden)."""
+    fields = dict(vars(lm))
+    fields.pop("ffn_hidden")
+    return fields
+
+
 @dataclass
 class ModelConfig:
     name: str
@@ -119,18 +126,23 @@ class ModelConfig:
         )
 
     def with_derived_lm(self) -> ModelConfig:
-        """Set the LM's vocabulary and context from the tokenizers and the card."""
-        lm = dict(vars(self.lm))
-        lm.pop("ffn_hidden")
+        """Set the LM's vocabulary and context (and grid) from the tokenizers and the card."""
+        lm = _lm_fields(self.lm)
         lm["vocab_size"] = self.vocab.size
         longest = max(layout.length for layout in TaskShapes(self).layouts().values())
         lm["max_seq_len"] = -(-longest // 64) * 64
+        if lm["grid_positions"]:
+            lm["grid_size"] = self.visual_grid()
         self.lm = LMConfig(**lm)
         return self
 
+    def visual_grid(self) -> tuple[int, int, int]:
+        """(latent frames, rows, cols) of a clip's visual tokens: the LM's grid_size."""
+        shapes = TaskShapes(self)
+        return (shapes.t_clip, *shapes.latent_hw)
+
     def to_dict(self) -> dict:
-        lm = dict(vars(self.lm))
-        lm.pop("ffn_hidden")
+        lm = _lm_fields(self.lm)
         return {
             "name": self.name,
             "card": self.card.to_dict(),
@@ -144,7 +156,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        return cls(
+        config = cls(
             name=d["name"],
             card=ModelCard(**d["card"]),
             video=VideoTokenizerConfig.from_dict(d["video_tokenizer"]),
@@ -154,6 +166,9 @@ class ModelConfig:
             text_encoder_path=d.get("text_encoder_path"),
             text_tokens=d.get("text_tokens", MAX_TEXT_TOKENS),
         )
+        if config.lm.grid_positions and min(config.lm.grid_size) <= 0:  # switched on by hand
+            config.lm = LMConfig(**{**_lm_fields(config.lm), "grid_size": config.visual_grid()})
+        return config
 
 
 class TaskShapes:
@@ -199,7 +214,7 @@ class TaskShapes:
                 visual_out=clip - ctx, audio_out=(L, self.f_step),
             ),
         }
-        return table[task]
+        return replace(table[task], grid_hw=self.latent_hw)
 
     def layouts(self) -> dict[Task, Layout]:
         return {task: build_layout(task, self.shapes(task)) for task in Task}

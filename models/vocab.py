@@ -95,6 +95,7 @@ class Shapes:
     audio_in: tuple[int, int] = (0, 0)  # (levels, frames)
     visual_out: int = 0
     audio_out: tuple[int, int] = (0, 0)
+    grid_hw: tuple[int, int] = (0, 0)  # (rows, cols) of a latent frame's tokens; (0, 0): unknown
 
 
 @dataclass
@@ -107,10 +108,17 @@ class Layout:
     structure: list[int] = field(default_factory=list)  # fixed id per position, -1 = content
     segments: dict[str, slice] = field(default_factory=dict)
     prefix_len: int = 0
+    # (latent frame, row, column) of each visual position within its segment, in raster order;
+    # (-1, -1, -1) elsewhere and everywhere when the shapes give no grid_hw
+    grid: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
         return len(self.kinds)
+
+    def grid_coords(self) -> torch.Tensor:
+        """(S, 3) int64: `grid` as a tensor, for `PrefixLM.forward`'s `grid`."""
+        return torch.tensor(self.grid, dtype=torch.long).reshape(-1, 3)
 
     @property
     def text_slice(self) -> slice | None:
@@ -120,10 +128,16 @@ class Layout:
 def build_layout(task: Task, shapes: Shapes) -> Layout:
     layout = Layout(task=task, shapes=shapes)
 
+    rows, cols = shapes.grid_hw
+
     def add(name: str | None, n: int, kind: int, fixed: int = -1) -> None:
         start = len(layout.kinds)
         layout.kinds.extend([kind] * n)
         layout.structure.extend([fixed] * n)
+        if kind == Kind.visual and rows * cols:
+            layout.grid.extend((j // (rows * cols), j // cols % rows, j % cols) for j in range(n))
+        else:
+            layout.grid.extend([(-1, -1, -1)] * n)
         if name:
             layout.segments[name] = slice(start, start + n)
 

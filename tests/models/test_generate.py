@@ -86,12 +86,12 @@ def test_zero_temperature_is_greedy(tiny):
     assert torch.equal(out[0], out[1])  # different seeds, same argmax path
 
 
-@pytest.mark.parametrize("caption_path", [False, True])
-def test_fixed_shape_decode_step_equals_the_eager_step(tiny, caption_path):
+@pytest.mark.parametrize("path", [None, "text_global", "grid_positions"])
+def test_fixed_shape_decode_step_equals_the_eager_step(tiny, path):
     """The step a compiled (CUDA-graph) decoder runs gives the eager step's hidden states."""
     from models.generate import decode_one_token, decode_one_token_static, prefill
 
-    lm = _with_caption_path(tiny.lm) if caption_path else tiny.lm
+    lm = _with_path(tiny, path)
     layout = tiny.layouts[Task.text_to_video]
     batch = assemble(layout, tiny.vocab, text=torch.randn(2, 64, 384),
                      text_mask=torch.ones(2, 64, dtype=torch.bool))
@@ -101,33 +101,42 @@ def test_fixed_shape_decode_step_equals_the_eager_step(tiny, caption_path):
     valid[:, : layout.length] = batch.key_valid
     with torch.no_grad():
         caption = lm.caption_vector(batch.text, batch.key_valid[:, layout.text_slice])
-        assert (caption is not None) == caption_path
-        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P, caption)
+        assert (caption is not None) == (path == "text_global")
+        grid = layout.grid_coords() if path == "grid_positions" else None
+        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P, caption, grid)
         token = torch.tensor([300, 301])
-        eager = decode_one_token(lm, token, P, valid, caption)
-        static = decode_one_token_static(lm, token, torch.tensor([P]), valid, caption)
+        eager = decode_one_token(lm, token, P, valid, caption, grid)
+        static = decode_one_token_static(lm, token, torch.tensor([P]), valid, caption, grid)
+        if grid is not None:  # the step reads the new token's place
+            assert not torch.allclose(static, decode_one_token_static(lm, token, torch.tensor([P]), valid, caption))
     torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
 
 
-def _with_caption_path(lm):
-    """A copy of `lm` with the caption path (LMConfig.text_global), its projection non-zero."""
+def _with_path(tiny, path):
+    """tiny's LM, or a copy of it with the caption path (LMConfig.text_global) or grid positions,
+    their new tensors non-zero."""
     from dataclasses import replace
 
     from models.lm import PrefixLM
 
+    if path is None:
+        return tiny.lm
     torch.manual_seed(0)
-    out = PrefixLM(replace(lm.config, text_global=True))
-    missing, unexpected = out.load_state_dict(lm.state_dict(), strict=False)
-    assert missing == ["text_global.weight"] and not unexpected
-    torch.nn.init.normal_(out.text_global.weight, std=0.5)
+    extra = {"grid_size": tiny.config.visual_grid()} if path == "grid_positions" else {}
+    out = PrefixLM(replace(tiny.lm.config, **{path: True}, **extra))
+    missing, unexpected = out.load_state_dict(tiny.lm.state_dict(), strict=False)
+    assert missing and not unexpected
+    for name, p in out.named_parameters():
+        if name in missing:
+            torch.nn.init.normal_(p, std=0.5)
     return out.eval()
 
 
-@pytest.mark.parametrize("caption_path", [False, True])
-def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny, caption_path):
+@pytest.mark.parametrize("path", [None, "text_global", "grid_positions"])
+def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny, path):
     """Cancel one row mid-sampling: later steps run without it, the rest equal solo runs (with
     the caption path too: its per-row vector leaves with the row)."""
-    lm = _with_caption_path(tiny.lm) if caption_path else tiny.lm
+    lm = _with_path(tiny, path)
     layout = tiny.layouts[Task.text_to_video]
     vocab = tiny.vocab
     B = 3

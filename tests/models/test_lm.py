@@ -120,3 +120,54 @@ def test_caption_vector_averages_the_rows_own_text_and_is_zero_without_text():
     # a row whose text is dropped (classifier-free guidance's unconditional rows): nothing added
     assert not model.caption_vector(torch.zeros_like(text), torch.zeros_like(mask)).any()
     assert _model().caption_vector(text, mask) is None  # a model without the path
+
+
+def _gridded(seed=0):
+    """The test model with grid positions for 2 latent frames of 2 x 3 tokens, tables made non-zero."""
+    torch.manual_seed(seed)
+    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64,
+                              grid_positions=True, grid_size=(2, 2, 3)))
+    model.init_weights()
+    assert not any(t.weight.any() for t in model.grid)  # starts as the model without them
+    for table in model.grid:
+        torch.nn.init.normal_(table.weight[1:], std=0.5)
+    return model.eval()
+
+
+def _grid_coords(S=20, start=8, frames=2, rows=2, cols=3):
+    """(S, 3): positions start.. hold frames x rows x cols visual tokens, the rest none."""
+    coords = torch.full((S, 3), -1)
+    for j in range(frames * rows * cols):
+        coords[start + j] = torch.tensor([j // (rows * cols), j // cols % rows, j % cols])
+    return coords
+
+
+@torch.no_grad()
+def test_grid_positions_tell_visual_tokens_their_place_at_every_decoding_step():
+    model = _gridded()
+    ids, text, key_valid, P, text_slice = _inputs()
+    B, S = ids.shape
+    grid = _grid_coords(S, start=P - 2)  # the segment straddles the prefix and the output
+    x = model.embed(ids, text, text_slice)
+    full = model.logits(model(x, torch.arange(S), prefix_mask(key_valid, P), grid=grid))
+    plain = model.logits(model(x, torch.arange(S), prefix_mask(key_valid, P)))
+    assert (plain - full).abs().max() > 1e-2
+    model.setup_caches(B, 64)
+    valid = torch.zeros(B, 64, dtype=torch.bool)
+    valid[:, :S] = key_valid
+    steps = [model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, grid=grid))]
+    for pos in range(P, S - 1):
+        steps.append(model.logits(decode_one_token(model, ids[:, pos], pos, valid, grid=grid)))
+    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_grid_vector_sums_frame_row_and_column_and_is_zero_off_the_grid():
+    model = _gridded()
+    coords = torch.tensor([[-1, -1, -1], [0, 0, 0], [1, 1, 2], [1, 0, 2]])
+    v = model.grid_vector(coords)
+    assert not v[0].any()
+    frame, row, col = model.grid
+    torch.testing.assert_close(v[2], frame.weight[2] + row.weight[2] + col.weight[3])
+    # the same column in another row and frame shares the column's part
+    torch.testing.assert_close(v[2] - v[3], row.weight[2] - row.weight[1])

@@ -292,3 +292,24 @@ def test_a_cancel_between_sampling_and_decoding_cancels(tiny):
         tiny.generate(specs, progress=lambda fraction, stage: steps.append(stage),
                       should_cancel=lambda: len(steps) >= sampled)
     assert len(steps) == sampled  # every token was sampled; the cancel came at the decode
+
+
+def test_layouts_give_each_visual_token_its_frame_row_and_column(tiny):
+    """The places `grid_positions` embeds: raster order within each visual segment, frame by
+    frame; none for text, audio and markers. A switched-on config gets the grid's size."""
+    frames, rows, cols = tiny.config.visual_grid()
+    t2v = tiny.layouts[Task.text_to_video]
+    coords = t2v.grid_coords()
+    out = coords[t2v.segments["visual_out"]]
+    assert out.tolist() == [[t, r, c] for t in range(frames) for r in range(rows) for c in range(cols)]
+    assert (coords[t2v.text_slice] == -1).all()
+    assert int((coords[:, 0] >= 0).sum()) == frames * rows * cols  # markers have none
+    i2v = tiny.layouts[Task.image_to_video]
+    assert i2v.grid_coords()[i2v.segments["visual_in"]].tolist() == [[0, r, c] for r in range(rows) for c in range(cols)]
+    v2a = tiny.layouts[Task.video_to_audio]
+    assert (v2a.grid_coords()[v2a.segments["audio_out"]] == -1).all()
+    from models.pipeline import ModelConfig
+
+    config = tiny.config.to_dict()
+    config["lm"]["grid_positions"] = True  # as a user writes it into config.json
+    assert ModelConfig.from_dict(config).lm.grid_size == (frames, rows, cols)

@@ -265,15 +265,21 @@ def test_init_from_starts_a_new_run_from_another_folders_weights(tmp_path, token
         _run("lm", tmp_path / "other", "--steps", "1", "--init-from", str(tmp_path / "nowhere"))
 
 
-def test_a_caption_path_added_to_a_trained_lm_starts_silent_and_is_learnt(tmp_path, tokenized):
-    """"text_global": true in a folder's LM config, fine-tuned --init-from an LM without it: the
-    new projection starts at zero (the run starts from the old LM's predictions), is trained, and
-    the loss and the generated tokens use it."""
-    source, first = _lm_step_from(tokenized, tmp_path, text_global=True)
-    assert set(first) == set(source) | {"text_global.weight"}
-    assert first["text_global.weight"].abs().max() < 1e-6  # silent: the old LM's predictions
+@pytest.mark.parametrize("switch, tensors", [
+    ("text_global", ["text_global.weight"]),
+    ("grid_positions", ["grid.0.weight", "grid.1.weight", "grid.2.weight"]),
+])
+def test_a_path_added_to_a_trained_lm_starts_silent_and_is_learnt(tmp_path, tokenized, switch, tensors):
+    """"text_global" (the caption path) or "grid_positions" (where each visual token is in the
+    frame) switched on in a folder's LM config, fine-tuned --init-from an LM without it: the new
+    tensors start at zero (the run starts from the old LM's predictions), are trained, and the
+    loss and the generated tokens use them."""
+    source, first = _lm_step_from(tokenized, tmp_path, **{switch: True})
+    assert set(first) == set(source) | set(tensors)
+    assert all(first[k].abs().max() < 1e-6 for k in tensors)  # silent: the old LM's predictions
     _run("lm", tmp_path, "--steps", "30", "--batch", "6", "--clips", "6", "--lr", "5e-3", "--resume")
-    assert load_file(str(tmp_path / "lm.safetensors"))["text_global.weight"].abs().max() > 1e-3
+    trained = load_file(str(tmp_path / "lm.safetensors"))
+    assert all(trained[k].abs().max() > 1e-3 for k in tensors)
 
     pipe = load_pipeline(str(tmp_path))
     run = train.Run(tmp_path, "lm", "tiny")
@@ -286,11 +292,13 @@ def test_a_caption_path_added_to_a_trained_lm_starts_silent_and_is_learnt(tmp_pa
         used = float(train.lm_loss(pipe.lm, b["batch"], run.config.vocab, b["text_len"]))
         made = pipe.generate([spec])[0].frames
         pipe.lm.clear_caches()  # lm_loss runs the model without a KV cache
-        pipe.lm.text_global.weight.zero_()
+        for name, p in pipe.lm.named_parameters():
+            if name in tensors:
+                p.zero_()
         silent = float(train.lm_loss(pipe.lm, b["batch"], run.config.vocab, b["text_len"]))
         unmade = pipe.generate([spec])[0].frames
     assert used != pytest.approx(silent, rel=1e-4)
-    assert not np.array_equal(made, unmade)  # same seed: only the caption path differs
+    assert not np.array_equal(made, unmade)  # same seed: only the new tensors differ
 
 
 def test_a_spectrum_encoder_run_starts_from_a_wave_tokenizers_decoder(tmp_path, tokenized):
