@@ -138,15 +138,20 @@ def sample_object(rng: np.random.Generator, *, split: str = "train", **fixed) ->
             break
         if all(k in fixed for k in ("shape", "colour", "motion")):
             raise ValueError(f"{shape} {colour} {motion} is not in the {split} split")
-    r = SIZES[size]
+    (xlo, xhi), (ylo, yhi) = start_box(size, motion)
+    return ObjectSpec(shape, colour, size, motion, float(rng.uniform(xlo, xhi)), float(rng.uniform(ylo, yhi)))
+
+
+def start_box(size: str, motion: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((x_lo, x_hi), (y_lo, y_hi)): where an object of this size and motion starts (its centre
+    in the first frame), so that its whole path stays inside the frame. Drawn uniformly."""
+    margin = SIZES[size] + 2.0
+
+    def span(d: float) -> tuple[float, float]:
+        return margin - min(d, 0.0), SIZE - margin - max(d, 0.0)
+
     dx, dy = motion_vector(motion)
-    margin = r + 2.0
-
-    def start(d: float) -> float:
-        lo, hi = margin - min(d, 0.0), SIZE - margin - max(d, 0.0)
-        return float(rng.uniform(lo, hi))
-
-    return ObjectSpec(shape, colour, size, motion, start(dx), start(dy))
+    return span(dx), span(dy)
 
 
 def sample_clip_spec(seed: int, *, split: str = "train", two_objects: bool = False,

@@ -77,3 +77,20 @@ def test_two_objects_mix_two_voices():
     two = av.generate_clip(5, two_objects=True)
     assert len(two.spec.objects) == 2 and " and a " in two.caption
     assert not np.array_equal(one.audio, two.audio)
+
+
+def test_objects_start_in_their_start_box_and_stay_in_the_frame():
+    """start_box is where sample_object draws starts: a mover's box lies on the side it leaves
+    from (so frame 0 tells part of the motion), and every path stays inside the frame."""
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        o = av.sample_object(rng, split="any")
+        (xlo, xhi), (ylo, yhi) = av.start_box(o.size, o.motion)
+        assert xlo <= o.x0 <= xhi and ylo <= o.y0 <= yhi
+        dx, dy = av.motion_vector(o.motion)
+        r = av.SIZES[o.size]
+        for x, y in ((o.x0, o.y0), (o.x0 + dx, o.y0 + dy)):
+            assert r <= x <= av.SIZE - r and r <= y <= av.SIZE - r
+    (left_lo, _), _ = av.start_box("large", "left")
+    (_, right_hi), _ = av.start_box("large", "right")
+    assert right_hi < left_lo  # a large object moving left starts right of any moving right
