@@ -127,7 +127,6 @@ class Layout:
 
 def build_layout(task: Task, shapes: Shapes) -> Layout:
     layout = Layout(task=task, shapes=shapes)
-
     rows, cols = shapes.grid_hw
 
     def add(name: str | None, n: int, kind: int, fixed: int = -1) -> None:
