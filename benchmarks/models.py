@@ -60,7 +60,7 @@ def measure(name: str, device: str) -> dict:
     valid[:, : layout.length] = True
     x = lm.embed(batch.ids[:, :P].to(device), text.to(device), layout.text_slice)
     caption = lm.caption_vector(text.to(device), mask.to(device))
-    grid = layout.grid_coords().to(device) if lm.grid is not None else None
+    grid = lm.layout_grid(layout, device)
     prefill_s = _best(lambda: prefill(lm, x, valid, P, caption, grid))
 
     frames = np.random.RandomState(0).randint(0, 255, (card.clip_frames, card.height, card.width, 3), np.uint8)

@@ -245,7 +245,7 @@ def generate_tokens(
     valid[:, :S] = key_valid
 
     caption = None if text is None else model.caption_vector(text, key_valid[:, layout.text_slice])
-    grid = layout.grid_coords().to(device) if model.grid is not None else None
+    grid = model.layout_grid(layout, device)
     h = prefill(model, model.embed(ids[:, :P], text, layout.text_slice), valid, P, caption, grid)
     for i in range(n_steps):
         gone = dropped_now()

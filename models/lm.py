@@ -251,6 +251,13 @@ class PrefixLM(nn.Module):
             out = out + table(index)
         return out
 
+    def layout_grid(self, layout, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """`forward`'s `grid` for a layout (its `grid_coords()` on device); None when the model has
+        no grid positions."""
+        if self.grid is None:
+            return None
+        return layout.grid_coords().to(device)
+
     def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor,
                 kv_len: int | None = None, caption: torch.Tensor | None = None,
                 grid: torch.Tensor | None = None) -> torch.Tensor:

@@ -903,7 +903,7 @@ def token_losses(lm: PrefixLM, batch, vocab, text_len: int,
         x[:, ts.start : ts.start + n] = lm.text_proj(batch.text[:, :n])
     P2 = P - int((~keep[:P]).sum())
     caption = None if ts is None else lm.caption_vector(batch.text, batch.key_valid[:, ts])
-    grid = layout.grid_coords().to(device) if lm.grid is not None else None
+    grid = lm.layout_grid(layout, device)
     h = lm(x, pos, prefix_mask(batch.key_valid[:, keep], P2), caption=caption, grid=grid)  # (B, S', C)
     # hidden at original position i predicts the token at i + 1; outputs start at P
     kinds = torch.tensor(layout.kinds)
