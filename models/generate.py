@@ -128,7 +128,7 @@ def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_le
             caption: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Run the prefix x (B, P, C) through the model, filling the cache; hidden of its last position.
     caption: `PrefixLM.caption_vector` of the rows, given again at every decoding step; grid:
-    the layout's `grid_coords()`, likewise."""
+    `PrefixLM.layout_grid` of the layout, likewise."""
     P = x.shape[1]
     mask = prefix_mask(key_valid, prefix_len, q_len=P)
     h = model(x, torch.arange(P, device=x.device), mask, caption=caption, grid=grid)

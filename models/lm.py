@@ -267,7 +267,7 @@ class PrefixLM(nn.Module):
         with one, K is the cache length, or `kv_len` when given (attention then reads only the
         first kv_len cached positions: eager decoding skips the empty rest of the cache).
         caption (B, 1, C): `caption_vector`, added at every position (the same at every step).
-        grid (S, 3): the layout's `grid_coords()`, every position's (indexed by input_pos); used
+        grid (S, 3): `layout_grid` of the layout, every position's (indexed by input_pos); used
         when the model has `grid_positions`.
         """
         if caption is not None:
