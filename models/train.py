@@ -1080,7 +1080,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--device", default="auto",
                    help="auto (cuda when a GPU is seen, else cpu), cpu or cuda; bfloat16 autocast on cuda")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="torch and batch-order seed; with shapes-av it also picks the clips: "
+                        "example i is the clip of seed SEED + i (the lm stage: SEED + 1 + i), so a "
+                        "--seed past an earlier run's --seed + --clips gives clips it never saw")
     return p
 
 
