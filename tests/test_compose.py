@@ -48,10 +48,19 @@ SUFFIXES = {
 }
 
 
+@cache
+def docker_has_compose_plugin() -> bool:
+    """A `docker` without the Compose plugin refuses `docker compose` (unknown flag -f)."""
+    done = subprocess.run(
+        ["docker", "compose", "version"], check=False, capture_output=True, timeout=30
+    )
+    return done.returncode == 0
+
+
 def compose_command() -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    if shutil.which("docker"):
+    if shutil.which("docker") and docker_has_compose_plugin():
         return ["docker", "compose"]
     # CI installs docker-compose (.ci/run): there its absence is a failure, not a skip
     reason = "no docker-compose: apt-get install docker-compose (.ci/run does)"
