@@ -234,18 +234,40 @@ def render_audio(spec: ClipSpec) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- captions
 
+def _moves(*, first: list[str], verbs: tuple[str, ...], ends: tuple[str, ...],
+           more: tuple[str, ...] = ()) -> list[str]:
+    """A motion's training phrases: `first` (the phrases of the first demo checkpoints, whose
+    first one the word probes swap in), then every verb with every way to name the direction,
+    then a few set phrases. Many verbs per direction teach the LM that the direction word
+    decides the motion and the verb does not: with four fixed phrases per motion it moved the
+    object the right way for 78 % of held-out captions in training phrasing and 50 % in the
+    held-out phrasing."""
+    composed = [f"{v} {e}" for v in verbs for e in ends]
+    return list(dict.fromkeys(first + composed + list(more)))
+
+
+_VERBS = ("moving", "going", "sliding", "drifting", "gliding", "shifting", "floating", "passing")
 _TRAIN_WORDS = {
     "circle": ["circle", "ball", "disc", "round dot"],
     "square": ["square", "box", "block"],
     "triangle": ["triangle", "wedge", "pyramid shape"],
-    "small": ["small", "little", "tiny"],
-    "large": ["large", "big", "huge"],
-    "left": ["moving left", "going to the left", "sliding left", "drifting leftwards"],
-    "right": ["moving right", "going to the right", "sliding right", "drifting rightwards"],
-    "up": ["moving up", "rising", "going upwards", "floating up"],
-    "down": ["moving down", "falling", "going downwards", "sinking"],
-    "still": ["staying still", "not moving", "resting in place", "standing still"],
-    "diagonal": ["moving up and to the right", "rising to the right", "going diagonally up right"],
+    "small": ["small", "little", "tiny", "mini", "compact"],
+    "large": ["large", "big", "huge", "massive", "enormous"],
+    "left": _moves(first=["moving left", "going to the left", "sliding left", "drifting leftwards"],
+                   verbs=_VERBS, ends=("left", "to the left", "leftwards"),
+                   more=("crossing from right to left",)),
+    "right": _moves(first=["moving right", "going to the right", "sliding right", "drifting rightwards"],
+                    verbs=_VERBS, ends=("right", "to the right", "rightwards"),
+                    more=("crossing from left to right",)),
+    "up": _moves(first=["moving up", "rising", "going upwards", "floating up"],
+                 verbs=_VERBS, ends=("up", "upwards", "higher"), more=("soaring", "lifting off")),
+    "down": _moves(first=["moving down", "falling", "going downwards", "sinking"],
+                   verbs=_VERBS, ends=("down", "downwards", "lower"), more=("plunging", "coming down")),
+    "still": ["staying still", "not moving", "resting in place", "standing still", "holding still",
+              "keeping still", "sitting still", "frozen in place", "at rest", "staying put"],
+    "diagonal": _moves(first=["moving up and to the right", "rising to the right",
+                                          "going diagonally up right"],
+                       verbs=_VERBS, ends=("up and to the right", "up and right", "up to the right")),
 }
 _TRAIN_TEMPLATES = [
     "a {size} {colour} {shape} {motion} on a {bg} background",
@@ -254,6 +276,8 @@ _TRAIN_TEMPLATES = [
     "on a {bg} background, a {size} {colour} {shape} is {motion}",
     "{size} {colour} {shape} {motion}",
     "a {colour} {size} {shape} {motion}, {bg} backdrop",
+    "the {bg} frame shows a {size} {colour} {shape} {motion}",
+    "a {shape}, {colour} and {size}, is {motion} in front of {bg}",
 ]
 # Evaluation only: synonyms and word orders never used by the training captions.
 _HELDOUT_WORDS = {

@@ -41,6 +41,14 @@ def test_heldout_phrasings_differ_from_training_phrasings():
     assert len(train) > 50  # templates, synonyms and word order vary
 
 
+def test_motion_phrases_are_many_and_never_the_heldout_ones():
+    for motion in av.MOTIONS:
+        train, held = av._TRAIN_WORDS[motion], av._HELDOUT_WORDS[motion]
+        assert len(train) >= 10, motion  # many ways to say each motion
+        # no held-out phrase is, or contains, a training one, nor the other way round
+        assert not [(t, h) for t in train for h in held if t in h or h in t], motion
+
+
 @pytest.mark.parametrize("motion", ["up", "down"])
 def test_pitch_follows_height(motion):
     clip = av.generate_clip(3, shape="circle", colour="red", motion=motion, split="any")
