@@ -33,6 +33,12 @@ class LMConfig:
     # The caption's mean text state, projected (from zeros), added at every position: a path to
     # the whole caption that needs no attention head to find its words (`caption_vector`).
     text_global: bool = False
+    # Also attention-pooled text states on that path: `text_pool_heads` learnt queries, each a
+    # softmax over the caption's tokens, their weighted states projected (from zeros) and added
+    # with the mean. A mean over ~20 token states blurs the one word that names a direction; a
+    # probe reading MiniLM's mean state (fitted on training captions) sends "travelling right"
+    # to "left", one with 4 attention queries reads 88 % of held-out phrasings' motion (66 %).
+    text_pool_heads: int = 0
     # Learnt embeddings of each visual token's place, its latent frame, row and column within its
     # segment (from zeros), added to its input: rotary positions alone tell a token how far it is
     # from another, not where in the frame it is. grid_size (frames, rows, cols) is derived from
@@ -167,6 +173,11 @@ class PrefixLM(nn.Module):
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.text_proj = nn.Linear(config.text_dim, config.dim)
         self.text_global = nn.Linear(config.text_dim, config.dim, bias=False) if config.text_global else None
+        if config.text_pool_heads and not config.text_global:
+            raise ValueError("text_pool_heads adds to the caption path: it needs text_global")
+        k = config.text_pool_heads
+        self.text_pool_score = nn.Linear(config.text_dim, k) if k else None
+        self.text_pool = nn.Linear(k * config.text_dim, config.dim, bias=False) if k else None
         if config.grid_positions and min(config.grid_size) <= 0:
             raise ValueError(f"grid_positions needs a grid_size (frames, rows, cols); got {config.grid_size}")
         # index 0 of each table: not a visual position (stays zero)
@@ -198,6 +209,9 @@ class PrefixLM(nn.Module):
             self.text_proj.bias.zero_()
             if self.text_global is not None:  # starts as a model without the path
                 self.text_global.weight.zero_()
+            if self.text_pool is not None:  # likewise
+                self.text_pool.weight.zero_()
+                self.text_pool_score.bias.zero_()
             for table in self.grid or ():  # likewise
                 table.weight.zero_()
 
@@ -239,7 +253,14 @@ class PrefixLM(nn.Module):
             return None
         m = text_mask[..., : text.shape[1]].to(text.dtype).unsqueeze(-1)  # (B, L, 1)
         mean = (text * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return self.text_global(mean.to(self.text_global.weight.dtype)).unsqueeze(1)
+        text = text.to(self.text_global.weight.dtype)
+        vec = self.text_global(mean.to(text.dtype))
+        if self.text_pool is not None:
+            score = self.text_pool_score(text).masked_fill(m == 0, float("-inf"))  # (B, L, k)
+            weight = torch.nan_to_num(score.softmax(dim=1))  # a row without text: all zero
+            pooled = torch.einsum("blk,bld->bkd", weight, text).flatten(1)
+            vec = vec + self.text_pool(pooled)
+        return vec.unsqueeze(1)
 
     def grid_vector(self, coords: torch.Tensor) -> torch.Tensor:
         """(T, C): the embedding of each position's (latent frame, row, col) coords (T, 3); zero

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from models.generate import decode_one_token, prefill
@@ -121,6 +122,30 @@ def test_caption_vector_averages_the_rows_own_text_and_is_zero_without_text():
     assert not model.caption_vector(torch.zeros_like(text), torch.zeros_like(mask)).any()
     assert _model().caption_vector(text, mask) is None  # a model without the path
 
+
+
+@torch.no_grad()
+def test_attention_pooled_caption_starts_at_zero_and_reads_only_the_rows_own_words():
+    torch.manual_seed(0)
+    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64,
+                              text_global=True, text_pool_heads=2))
+    model.init_weights()
+    _, text, key_valid, _, text_slice = _inputs()
+    mask = key_valid[:, text_slice]  # row 1 has 2 of 4 text states
+    torch.nn.init.normal_(model.text_global.weight, std=0.5)
+    mean_only = model.caption_vector(text, mask)
+    torch.testing.assert_close(mean_only[1, 0], model.text_global(text[1, :2].mean(0)))  # new path: zero
+    torch.nn.init.normal_(model.text_pool.weight, std=0.5)
+    pooled = model.caption_vector(text, mask)
+    assert (pooled - mean_only).abs().max() > 1e-2  # the pooled path now adds to it
+    # row 1's pooling sees its 2 states only: what lies past its mask does not change it
+    moved = text.clone()
+    moved[1, 2:] += 5.0
+    torch.testing.assert_close(model.caption_vector(moved, mask)[1], pooled[1])
+    # a row without text still gets nothing (classifier-free guidance's unconditional rows)
+    assert not model.caption_vector(torch.zeros_like(text), torch.zeros_like(mask)).any()
+    with pytest.raises(ValueError, match="text_global"):
+        PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, text_pool_heads=2))
 
 def _gridded(seed=0):
     """The test model with grid positions for 2 latent frames of 2 x 3 tokens, tables made non-zero."""
