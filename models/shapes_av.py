@@ -266,7 +266,7 @@ _TRAIN_WORDS = {
     "still": ["staying still", "not moving", "resting in place", "standing still", "holding still",
               "keeping still", "sitting still", "frozen in place", "at rest", "staying put"],
     "diagonal": _moves(first=["moving up and to the right", "rising to the right",
-                                          "going diagonally up right"],
+                              "going diagonally up right"],
                        verbs=_VERBS, ends=("up and to the right", "up and right", "up to the right")),
 }
 _TRAIN_TEMPLATES = [

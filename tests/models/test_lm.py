@@ -123,7 +123,6 @@ def test_caption_vector_averages_the_rows_own_text_and_is_zero_without_text():
     assert _model().caption_vector(text, mask) is None  # a model without the path
 
 
-
 @torch.no_grad()
 def test_attention_pooled_caption_starts_at_zero_and_reads_only_the_rows_own_words():
     torch.manual_seed(0)
@@ -146,6 +145,7 @@ def test_attention_pooled_caption_starts_at_zero_and_reads_only_the_rows_own_wor
     assert not model.caption_vector(torch.zeros_like(text), torch.zeros_like(mask)).any()
     with pytest.raises(ValueError, match="text_global"):
         PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, text_pool_heads=2))
+
 
 def _gridded(seed=0):
     """The test model with grid positions for 2 latent frames of 2 x 3 tokens, tables made non-zero."""
