@@ -9,6 +9,9 @@ training phrasings. Prints, for each, the motion accuracy read off the generated
 no object found). A model that has learnt the direction words, not the training phrases,
 scores about the same on both. `--seed` picks the clips, captions and sampling seeds as
 `videopoet eval --seed` does; seed 1 keeps the eval table's seed 0 out of any tuning.
+`--combos train` draws the clips from the (shape, colour, motion) combinations seen in
+training instead (as many per motion): the gap between the two tells what the held-out
+combinations cost, apart from the words.
 """
 
 from __future__ import annotations
@@ -36,16 +39,32 @@ def confusion(pipe, specs, phrasing: str, seed: int) -> collections.Counter:
     return collections.Counter((c.labels["motion"], ev.classify_motion(o.frames)) for c, o in zip(clips, out))
 
 
+def train_specs(n: int, seed: int) -> list:
+    """n clips of training combinations, the motions in turn (the same count of each)."""
+    combos = {m: [(s, c) for s in av.SHAPES for c in av.COLOURS if not av.is_heldout(s, c, m)]
+              for m in av.MOTIONS}
+    specs = []
+    for i in range(n):
+        m = av.MOTIONS[i % len(av.MOTIONS)]
+        s, c = combos[m][(i // len(av.MOTIONS) * 7) % len(combos[m])]
+        specs.append(av.sample_clip_spec(seed * 1000 + i, split="train", shape=s, colour=c, motion=m))
+    return specs
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="demo")
     p.add_argument("--n", type=int, default=96)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--combos", choices=("heldout", "train"), default="heldout")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(args.model, device="cpu")
-    specs = av.heldout_specs(args.n, seed=12345 + args.seed)  # the clips of `eval --seed`
+    if args.combos == "heldout":
+        specs = av.heldout_specs(args.n, seed=12345 + args.seed)  # the clips of `eval --seed`
+    else:
+        specs = train_specs(args.n, seed=54321 + args.seed)
     for phrasing in ("heldout", "train"):
         conf = confusion(pipe, specs, phrasing, args.seed)
         right = sum(v for (true, got), v in conf.items() if true == got)
