@@ -39,13 +39,14 @@ def confusion(pipe, specs, phrasing: str, seed: int) -> collections.Counter:
     return collections.Counter((c.labels["motion"], ev.classify_motion(o.frames)) for c, o in zip(clips, out))
 
 
-def train_specs(n: int, seed: int) -> list:
+def train_specs(n: int, seed: int) -> list[av.ClipSpec]:
     """n clips of training combinations, the motions in turn (the same count of each)."""
     combos = {m: [(s, c) for s in av.SHAPES for c in av.COLOURS if not av.is_heldout(s, c, m)]
               for m in av.MOTIONS}
     specs = []
     for i in range(n):
         m = av.MOTIONS[i % len(av.MOTIONS)]
+        # a stride of 7 through a motion's 15 (shape, colour) pairs: coprime, so it visits all
         s, c = combos[m][(i // len(av.MOTIONS) * 7) % len(combos[m])]
         specs.append(av.sample_clip_spec(seed * 1000 + i, split="train", shape=s, colour=c, motion=m))
     return specs
