@@ -19,7 +19,6 @@ the LM can read. `--control channels` is the pipeline's control (flow x, y and d
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -30,22 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
-from models.conditioning import depth_like, stylize_control
-from models.evaluate import STILL_PX, psnr, round_trip_video, tokenizers_only
+from models.conditioning import depth_like, optical_flow, stylize_control
+from models.evaluate import motion_name, psnr, round_trip_video, tokenizers_only
 
 TRAVEL_FRAMES = av.FRAMES - 1
-
-
-def classify(dx: float, dy: float) -> str:
-    """A whole-clip displacement (pixels, y down) -> a motion name, as the eval's analyser."""
-    dist = math.hypot(dx, dy)
-    if dist < STILL_PX:
-        return "still"
-    if dx > 0.4 * dist and -dy > 0.4 * dist:
-        return "diagonal"
-    if abs(dx) >= abs(dy):
-        return "right" if dx > 0 else "left"
-    return "down" if dy > 0 else "up"
 
 
 def path_motion(object_map: np.ndarray) -> str | None:
@@ -58,46 +45,25 @@ def path_motion(object_map: np.ndarray) -> str | None:
     scale = TRAVEL_FRAMES / max(1.0, float(np.mean(tail) - np.mean(head)))
     dx = np.mean([cs[i][0] for i in tail]) - np.mean([cs[i][0] for i in head])
     dy = np.mean([cs[i][1] for i in tail]) - np.mean([cs[i][1] for i in head])
-    return classify(dx * scale, dy * scale)
+    return motion_name(dx * scale, dy * scale)
 
 
 # ---- a control drawn as a picture the tokenizer knows: flow colours over the world's grey
 # (an experiment, not what the pipeline uses; flow of FLOW_FULL_COLOUR_PX a frame gets full colour)
 
 FLOW_FULL_COLOUR_PX = 1.0
-CONTROL_BACKGROUND = np.array([118.0, 118.0, 118.0], dtype=np.float32)
-CONTROL_VALUE = 230.0
-CONTROL_SATURATION = 1.0 - 25.0 / 230.0
+CONTROL_BACKGROUND = np.array(av.BACKGROUNDS["gray"], dtype=np.float32)
+CONTROL_VALUE = float(max(av.COLOURS["red"]))  # the objects' brightness and saturation
+CONTROL_SATURATION = 1.0 - min(av.COLOURS["red"]) / CONTROL_VALUE
 
 
 def wheel_control(frames: np.ndarray) -> np.ndarray:
-    """The stylization condition, (T, H, W, 3) uint8: each frame's optical flow drawn with a
-    colour wheel over its depth-like map, as a picture the video tokenizer can keep.
-
-    Where the depth-like map marks the object, the pixel takes the flow's colour: hue = its
-    direction (right red, up between yellow and green, left cyan, down between blue and
-    magenta), saturation = its speed (full from FLOW_FULL_COLOUR_PX a frame; no motion: a pale
-    grey-white); elsewhere the mid-grey background of the world. The object's layout and how
-    it moves stay, its colours and background do not, so a prompt can restyle them.
-
-    Flow is OpenCV's Farneback flow from the previous frame to this one; the first frame has
-    none (zero flow), which keeps the control causal like the tokenizer.
-
-    The video tokenizer was trained on frames of flat saturated objects over grey, and this
-    control is one of them: an earlier control (flow x, y and depth as the R, G, B channels)
-    came back from an encode-decode at 11.5 dB with its flow lost (the direction read off it
-    right for 19 % of clips, chance 17 %); this one keeps the object's path (94 %).
-    """
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    """(T, H, W, 3) uint8: where the depth-like map marks the object, the flow's colour (hue =
+    its direction: right red, up between yellow and green, left cyan, down between blue and
+    magenta; saturation = its speed, full from FLOW_FULL_COLOUR_PX a frame; no motion a pale
+    grey-white); elsewhere the world's mid grey. A picture like the frames the tokenizer knows."""
     out = np.empty(frames.shape, dtype=np.uint8)
-    for t, frame in enumerate(frames):
-        if t == 0:
-            flow = np.zeros(frame.shape[:2] + (2,), dtype=np.float32)
-        else:
-            flow = cv2.calcOpticalFlowFarneback(
-                gray[t - 1], gray[t], None, pyr_scale=0.5, levels=2, winsize=9,
-                iterations=3, poly_n=5, poly_sigma=1.1, flags=0,
-            )
+    for t, (frame, flow) in enumerate(zip(frames, optical_flow(frames))):
         hue = np.degrees(np.arctan2(-flow[..., 1], flow[..., 0])) % 360.0  # y grows downwards
         speed = np.hypot(flow[..., 0], flow[..., 1])
         saturation = CONTROL_SATURATION * np.clip(speed / FLOW_FULL_COLOUR_PX, 0.0, 1.0)
@@ -107,7 +73,6 @@ def wheel_control(frames: np.ndarray) -> np.ndarray:
         mixed = CONTROL_BACKGROUND * (1.0 - depth) + colour.astype(np.float32) * depth
         out[t] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
     return out
-
 
 
 def wheel_path(control: np.ndarray) -> str | None:
@@ -121,7 +86,7 @@ def wheel_direction(control: np.ndarray) -> str:
         return "still"
     angle = np.deg2rad(hsv[..., 0][coloured].astype(np.float64) * 2.0)
     # the mean of unit steps in the drawn directions, one a frame: hues that disagree shorten it
-    return classify(np.cos(angle).mean() * TRAVEL_FRAMES, -np.sin(angle).mean() * TRAVEL_FRAMES)
+    return motion_name(np.cos(angle).mean() * TRAVEL_FRAMES, -np.sin(angle).mean() * TRAVEL_FRAMES)
 
 
 # ---- the control as it was drawn before: R, G = flow x, y; B = depth-like map
@@ -136,7 +101,7 @@ def channels_direction(control: np.ndarray) -> str | None:
         return None
     flow = (control[1:, ..., :2].astype(np.float32) - 127.5) / 127.5 * 4.0
     v = flow[near].mean(0) * TRAVEL_FRAMES
-    return classify(float(v[0]), float(v[1]))
+    return motion_name(float(v[0]), float(v[1]))
 
 
 CONTROLS = {"wheel": (wheel_control, wheel_path, wheel_direction),

@@ -77,6 +77,19 @@ def depth_like(frame: np.ndarray) -> np.ndarray:
     return dist / peak if peak > 1e-6 else np.zeros_like(dist)
 
 
+def optical_flow(frames: np.ndarray) -> list[np.ndarray]:
+    """T float32 flows (H, W, 2) (x, y in pixels) of uint8 frames (T, H, W, 3): OpenCV's
+    Farneback flow from the previous frame to each one; the first frame has none (zero)."""
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    flows = [np.zeros(frames.shape[1:3] + (2,), dtype=np.float32)]
+    for prev, cur in zip(gray, gray[1:]):
+        flows.append(cv2.calcOpticalFlowFarneback(
+            prev, cur, None, pyr_scale=0.5, levels=2, winsize=9,
+            iterations=3, poly_n=5, poly_sigma=1.1, flags=0,
+        ))
+    return flows
+
+
 def stylize_control(frames: np.ndarray) -> np.ndarray:
     """The stylization condition: (T, H, W, 3) uint8 with R, G = optical flow x, y and B = the
     depth-like map, all mapped to [0, 255] (flow 0 -> 128).
@@ -84,16 +97,8 @@ def stylize_control(frames: np.ndarray) -> np.ndarray:
     Flow is OpenCV's Farneback flow from the previous frame to this one; the first frame has
     none (zero flow), which keeps the control causal like the tokenizer.
     """
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     out = np.empty(frames.shape, dtype=np.uint8)
-    for t, frame in enumerate(frames):
-        if t == 0:
-            flow = np.zeros(frame.shape[:2] + (2,), dtype=np.float32)
-        else:
-            flow = cv2.calcOpticalFlowFarneback(
-                gray[t - 1], gray[t], None, pyr_scale=0.5, levels=2, winsize=9,
-                iterations=3, poly_n=5, poly_sigma=1.1, flags=0,
-            )
+    for t, (frame, flow) in enumerate(zip(frames, optical_flow(frames))):
         flow = np.clip(flow / FLOW_SATURATION_PX, -1.0, 1.0)
         out[t, ..., :2] = np.round((flow + 1.0) * 127.5).astype(np.uint8)
         out[t, ..., 2] = np.round(depth_like(frame) * 255.0).astype(np.uint8)

@@ -133,9 +133,11 @@ def displacement(frames: np.ndarray) -> tuple[float, float] | None:
 
 def classify_motion(frames: np.ndarray) -> str | None:
     d = displacement(frames)
-    if d is None:
-        return None
-    dx, dy = d
+    return None if d is None else motion_name(*d)
+
+
+def motion_name(dx: float, dy: float) -> str:
+    """A whole-clip displacement (pixels, y down) -> left, right, up, down, still or diagonal."""
     dist = math.hypot(dx, dy)
     if dist < STILL_PX:
         return "still"
