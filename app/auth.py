@@ -1,5 +1,5 @@
 """Who a request comes from: the Bearer key checked against `VIDEOPOET_API_KEYS` (as hashes,
-see app/keys.py), counted against that key's request rate.
+see core/keys.py), counted against that key's request rate.
 
 With keys set, every /v1 request needs one, and a key sees only the videos it created (any
 other id is a 404, as if it did not exist). Without keys the API is open, which `videopoet
@@ -15,7 +15,7 @@ from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.errors import Unauthorized
-from app.keys import find_owner
+from core.keys import find_owner
 from app.state import AppState, get_state
 
 # What per-caller limits count against when no keys are set: every caller together.

@@ -25,7 +25,7 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.config import Settings
+from core.config import Settings
 from app.errors import (
     Conflict,
     InvalidRequest,
@@ -34,9 +34,9 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.limits import Limits
-from app.queue import JobQueue
+from core.queue import JobQueue
 from app.schemas import Reference, VideoCreate, describe_validation_error
-from app.store import (
+from core.store import (
     IdempotencyConflict,
     Store,
     VideoRecord,
@@ -55,7 +55,7 @@ from models.spec import (
     TaskSpecError,
     output_frames,
 )
-from workers.media import STILL_VIDEO_SECONDS, MediaError, MediaInfo, probe
+from models.media import STILL_VIDEO_SECONDS, MediaError, MediaInfo, probe
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import PayloadTooLarge, RateLimited, ServiceUnavailable, error_body
-from app.store import KEY_PREFIX, RECORD_KEY, VideoStatus
+from core.store import KEY_PREFIX, RECORD_KEY, VideoStatus
 
 RATE_KEY = KEY_PREFIX + ":rate:{}:{}"  # string: a caller's theoretical arrival time (GCRA)
 ACTIVE_KEY = KEY_PREFIX + ":active:{}"  # zset: a caller's video ids -> reserved at (unix s)

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from app.config import Settings, get_settings
+from core.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.intake import max_body_bytes
 from app.limits import BodyLimit

@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
-from app.config import multiprocess_metrics_dir
-from app.queue import JobQueue
+from core.config import multiprocess_metrics_dir
+from core.queue import JobQueue
 
 logger = logging.getLogger(__name__)
 

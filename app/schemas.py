@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.store import VideoError, VideoRecord, VideoStatus
+from core.store import VideoError, VideoRecord, VideoStatus
 from models.spec import MAX_PROMPT_CHARS, MAX_SEED, Task
 
 

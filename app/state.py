@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from fastapi import Request
 from redis import Redis
 
-from app.config import Settings
+from core.config import Settings
 from app.intake import Intake
-from app.keys import parse_api_keys
+from core.keys import parse_api_keys
 from app.limits import Limits
-from app.queue import JobQueue
-from app.store import Store
+from core.queue import JobQueue
+from core.store import Store
 from models.card import ModelCard, load_card
 
 

@@ -36,8 +36,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cli import _free_port, start_embedded_redis  # noqa: E402 (after the sys.path line)
-from app.keys import HASH_PREFIX, hash_key, is_loopback  # noqa: E402
+from cli.main import _free_port, start_embedded_redis  # noqa: E402 (after the sys.path line)
+from core.keys import HASH_PREFIX, hash_key, is_loopback  # noqa: E402
 
 STARTUP_SECONDS = 300.0  # workers load the model (slow on shared cores)
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -150,7 +150,7 @@ class OwnService:
         self.env["VIDEOPOET_REDIS_URL"] = redis_url
         self.log = self.folder / "serve.log"
         self.serve = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--workers", str(workers)]
+            [sys.executable, "-m", "cli.main", "serve", "--workers", str(workers)]
             + ["--host", "127.0.0.1", "--port", str(self.port)],
             env=self.env,
             cwd=ROOT,

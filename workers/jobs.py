@@ -26,11 +26,12 @@ import numpy as np
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from app.config import Settings
-from app.store import FINISHED, Store, VideoError, VideoRecord, VideoStatus, format_seconds
+from core.config import Settings
+from core.store import FINISHED, Store, VideoError, VideoRecord, VideoStatus, format_seconds
 from models.card import ModelCard
 from models.spec import IMAGE_TASKS, Task, TaskSpec, TaskSpecError
-from workers import media, metrics, runtime
+from models import media
+from workers import metrics, runtime
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.config import Settings
-from app.store import Store
+from core.config import Settings
+from core.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
-from app.config import Settings, get_settings
-from app.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name
-from app.store import Store, VideoError, VideoStatus
+from core.config import Settings, get_settings
+from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name
+from core.store import Store, VideoError, VideoStatus
 from workers import jobs, metrics, runtime
 from workers.batching import Batcher
 

@@ -27,7 +27,7 @@ from app.schemas import (
     create_body_openapi,
 )
 from app.state import AppState, get_state
-from app.store import FINISHED, VideoRecord, VideoStatus
+from core.store import FINISHED, VideoRecord, VideoStatus
 from models.spec import Task
 
 

@@ -24,7 +24,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import REPO, ApiServer, Service, start_api
-from workers import media
+from models import media
 
 if sys.version_info < (3, 11):  # the backport hypothesis installs on Python 3.10
     from exceptiongroup import BaseExceptionGroup

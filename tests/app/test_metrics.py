@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from tests.conftest import Service
 
 WORKER_FAMILIES = {

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from tests.conftest import ApiServer, Service, start_api
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

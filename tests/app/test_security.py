@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.keys import hash_key
-from app.store import VideoStatus
+from core.keys import hash_key
+from core.store import VideoStatus
 from tests.conftest import REPO, ApiServer, Service, start_api
 
 ALICE, BOB, CAROL = "vp-alice-key", "vp-bob-key", "vp-carol-key"
@@ -110,7 +110,7 @@ def test_an_open_api_refuses_to_listen_beyond_loopback(host: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDEOPOET_")}
     for command in ("api", "serve"):
         result = subprocess.run(
-            [sys.executable, "-m", "app.cli", command, "--host", host, "--model", "tiny"],
+            [sys.executable, "-m", "cli.main", command, "--host", host, "--model", "tiny"],
             check=False,
             env={**env, "PYTHONPATH": str(REPO)},
             cwd=REPO,
@@ -322,6 +322,6 @@ def test_bodies_over_the_cap_get_413_even_without_content_length(api: Service) -
 
 
 def api_settings(max_upload_bytes: int):
-    from app.config import Settings
+    from core.config import Settings
 
     return Settings(model="tiny", max_upload_bytes=max_upload_bytes)

@@ -10,10 +10,10 @@ import httpx
 import openai
 import pytest
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from models.card import load_card
 from tests.conftest import Service, start_api
-from workers import media
+from models import media
 
 SIZE = "32x32"  # the tiny model's card
 FPS = 8.0

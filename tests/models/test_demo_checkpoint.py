@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from app.config import default_model
+from core.config import default_model
 from models import evaluate as ev
 from models import shapes_av as av
 from models.card import CHECKPOINT_DIR, resolve_checkpoint

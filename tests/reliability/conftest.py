@@ -17,7 +17,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import RedisError
 
-from app.store import Store, VideoRecord, VideoStatus
+from core.store import Store, VideoRecord, VideoStatus
 from tests.conftest import ApiServer, WorkerPool, free_port, start_api, wait_for
 from tests.reliability.effects import LEDGER_ENV, read_ledger
 
@@ -31,7 +31,7 @@ FFMPEG_FAILURE = "Error while opening encoder (broken on purpose); Conversion fa
 
 def failing_ffmpeg(folder: Path) -> Path:
     """The script VIDEOPOET_FFMPEG names in the stack (see FFMPEG_FAILS_MARKER)."""
-    from workers.media import ffmpeg_exe
+    from models.media import ffmpeg_exe
 
     script = folder / "ffmpeg"
     script.write_text(
@@ -64,7 +64,7 @@ class AofRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        from app.cli import redis_server_exe
+        from cli.main import redis_server_exe
 
         self.proc = subprocess.Popen(
             [

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from app.store import Store, VideoStatus
+from core.store import Store, VideoStatus
 from tests.workers import faulty_pipeline
 
 LEDGER_ENV = "VIDEOPOET_TEST_LEDGER"

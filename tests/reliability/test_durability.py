@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from tests.conftest import wait_for
 from tests.reliability.conftest import WORKER_SETTINGS, Stack
 

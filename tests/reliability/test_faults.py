@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from tests.conftest import wait_for
 from tests.reliability.conftest import (
     FFMPEG_FAILS_MARKER,

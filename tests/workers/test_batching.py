@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import VideoRecord, VideoStatus
+from core.store import VideoRecord, VideoStatus
 from models.card import BUILTIN_CARDS
 from models.spec import Task, TaskSpec
 from tests.conftest import Service, wait_for
 from tests.workers.faulty_pipeline import RAISE_MESSAGE
-from workers import media
+from models import media
 from workers.batching import batch_key
 
 DONE = {VideoStatus.completed, VideoStatus.failed, VideoStatus.cancelled}

@@ -2,7 +2,7 @@
 
 import torch
 
-from app.config import Settings
+from core.config import Settings
 from workers import runtime
 
 

@@ -7,7 +7,7 @@ import signal
 import time
 import uuid
 
-from app.store import VideoStatus
+from core.store import VideoStatus
 from tests.conftest import Service, start_api, wait_for
 from tests.workers.faulty_pipeline import RAISE_MESSAGE
 

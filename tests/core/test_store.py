@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from app.store import Store, VideoRecord, VideoStatus, new_video_id
+from core.store import Store, VideoRecord, VideoStatus, new_video_id
 from models.spec import Task, TaskSpec
 
 ACTIVE = frozenset({VideoStatus.queued, VideoStatus.in_progress})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tqdm import tqdm
 
-from app.cli import EXIT_USAGE, StageBars, main
+from cli.main import EXIT_USAGE, StageBars, main
 
 
 def test_train_shows_its_modules_options(capsys: pytest.CaptureFixture[str]) -> None:

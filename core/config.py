@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: str | None) -> str | None:
-        from app.keys import parse_api_keys
+        from core.keys import parse_api_keys
 
         parse_api_keys(value)  # a malformed hash fails at start, not at the first request
         return value

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, free_port, wait_for
-from workers import media
+from models import media
 
 
 def _cli(
@@ -21,7 +21,7 @@ def _cli(
 ) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("VIDEOPOET_")}
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env={**base, "VIDEOPOET_MODEL": "tiny", "PYTHONPATH": str(REPO), **(env or {})},
         cwd=REPO,
         capture_output=True,
@@ -126,7 +126,7 @@ def test_serve_runs_redis_api_and_a_worker_and_sigterm_stops_them_all(tmp_path: 
     )
     log = (tmp_path / "serve.log").open("wb")
     serve = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--workers", "1", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "serve", "--workers", "1", "--port", str(port)],
         env=env,
         cwd=REPO,
         stdout=log,
@@ -172,7 +172,7 @@ def test_serve_runs_redis_api_and_a_worker_and_sigterm_stops_them_all(tmp_path: 
 
 def test_the_api_process_never_imports_torch() -> None:
     code = (
-        "import sys; from app.main import create_app; import app.cli; create_app(); "
+        "import sys; from app.main import create_app; import cli.main; create_app(); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     env = {**os.environ, "VIDEOPOET_MODEL": "tiny", "PYTHONPATH": str(REPO)}

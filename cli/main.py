@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from app.config import Settings, get_settings
+from core.config import Settings, get_settings
 
 logger = logging.getLogger("videopoet")
 
@@ -78,7 +78,7 @@ def _apply(args: argparse.Namespace, **env_names: str) -> Settings:
 
 
 def _check_exposure(settings: Settings) -> None:
-    from app.keys import check_exposure
+    from core.keys import check_exposure
 
     try:
         check_exposure(settings.host, settings.api_keys)
@@ -206,7 +206,7 @@ class Supervisor:
         self.stopping = True
 
     def _cli(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "app.cli", *args]
+        return [sys.executable, "-m", "cli.main", *args]
 
     def _start_worker(self, i: int) -> None:
         base = self.settings.worker_metrics_port
@@ -326,7 +326,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_key(args: argparse.Namespace) -> int:
-    from app.keys import HASH_PREFIX, hash_key, new_key
+    from core.keys import HASH_PREFIX, hash_key, new_key
 
     key = args.key if args.key is not None else new_key()
     if not args.key:
@@ -378,7 +378,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from models.card import load_card
     from models.spec import IMAGE_TASKS, Input, Task, TaskSpec, TaskSpecError, output_frames
-    from workers.media import MediaError
+    from models.media import MediaError
 
     try:
         task = Task(args.task)
@@ -424,7 +424,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from workers import media
+    from models import media
     from workers.jobs import decode_inputs
     from workers.runtime import load_pipeline
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers import media
+from models import media
 from workers.jobs import scale_box
 
 

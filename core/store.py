@@ -98,7 +98,7 @@ class VideoRecord(BaseModel):
     # Duration of the input video as probed at intake: what the worker batches by.
     input_seconds: float | None = None
     cancel_requested_at: float | None = None
-    # Owner id of the API key that created it (app/keys.py); None when the API was open.
+    # Owner id of the API key that created it (core/keys.py); None when the API was open.
     owner: str | None = None
     # The Redis key of its Idempotency-Key claim, released when the video is deleted.
     idempotency_claim: str | None = None
