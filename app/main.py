@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from core.config import Settings, get_settings
+from core.redact import redact_url
 from app.errors import install_error_handlers
 from app.intake import max_body_bytes
 from app.limits import BodyLimit
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.card.name,
             state.card.size,
             state.queue.name,
-            settings.redis,
+            redact_url(settings.redis),
         )
         try:
             yield

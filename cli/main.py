@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core.config import Settings, get_settings
+from core.redact import redact_url
 
 logger = logging.getLogger("videopoet")
 
@@ -167,7 +168,7 @@ def start_embedded_redis(folder: Path, env: dict[str, str]) -> tuple[subprocess.
                 ) from None
             time.sleep(0.1)
     client.close()
-    logger.info("embedded Redis at %s (data in %s)", url, folder)
+    logger.info("embedded Redis at %s (data in %s)", redact_url(url), folder)
     return proc, url
 
 

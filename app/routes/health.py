@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.state import AppState, get_state
+from core.redact import redact_text, redact_url
 
 router = APIRouter(tags=["health"])
 StateDep = Annotated[AppState, Depends(get_state)]
@@ -47,7 +48,8 @@ def readyz(state: StateDep) -> HealthReport | JSONResponse:
         workers = state.queue.live_workers()
         depth = state.queue.depth()
     except RedisError as exc:
-        return _unavailable(model, f"Redis at {state.settings.redis} is unreachable: {exc}")
+        where = redact_url(state.settings.redis)
+        return _unavailable(model, f"Redis at {where} is unreachable: {redact_text(str(exc))}")
     if workers == 0:
         others = [q for q in state.queue.live_workers_elsewhere() if q != state.queue.name]
         reason = f"no live worker serves model {model!r}"

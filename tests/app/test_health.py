@@ -44,3 +44,21 @@ def test_not_ready_when_redis_is_unreachable(service: Service, logs: Path) -> No
         gone.stop()
     assert ready.status_code == 503 and "unreachable" in ready.json()["reason"]
     assert create.status_code == 503 and "Redis is unreachable" in create.json()["error"]["message"]
+
+
+def test_a_redis_password_is_never_shown(service: Service, logs: Path) -> None:
+    # /readyz needs no API key: a password in the configured URL must not reach it, nor the log.
+    secret = "hunter2-in-the-url"
+    gone = start_api(
+        service.workers.env, logs, VIDEOPOET_REDIS_URL=f"redis://ops:{secret}@127.0.0.1:1/0"
+    )
+    try:
+        ready = httpx.get(gone.url + "/readyz", timeout=10)
+    finally:
+        gone.stop()
+    reason = ready.json()["reason"]
+    assert ready.status_code == 503
+    assert "redis://ops:***@127.0.0.1:1/0" in reason and secret not in reason
+    log = gone.log.read_text()
+    assert "redis://ops:***@127.0.0.1:1/0" in log  # the start line still names the server
+    assert secret not in log
