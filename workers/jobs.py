@@ -12,12 +12,13 @@ sampling, its timeout) fails the batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -115,17 +116,36 @@ class ProgressReporter:
                     logger.warning("progress of %s not written", video_id, exc_info=True)
 
 
+# Outcomes of jobs that already ran in a batch, keyed by video id, waiting for rq's
+# `perform_job` to call `run_video` and record them (see workers.worker.perform_batch).
+_handed_over: dict[str, Outcome] = {}
+
+
+@contextlib.contextmanager
+def handed_over(video_id: str, outcome: Outcome) -> Iterator[None]:
+    """While inside, `run_video(video_id)` returns (or raises) `outcome` instead of running."""
+    _handed_over[video_id] = outcome
+    try:
+        yield
+    finally:
+        _handed_over.pop(video_id, None)
+
+
 def run_video(video_id: str) -> dict[str, Any]:
     """The RQ job: generate the video `video_id` describes (its record holds the spec).
 
-    `videopoet worker` runs it through `run_videos`, batched with compatible jobs; this is the
-    same job alone. Raises what failed it (its record already says so).
+    `videopoet worker` runs it through `run_videos`, batched with compatible jobs, then lets
+    rq record each outcome through this function (`handed_over`); alone, it runs here.
+    Raises what failed it (its record already says so).
     """
-    job = get_current_job()
-    enqueued_at = [_timestamp(job.enqueued_at)] if job is not None else None
-    timeout = job.timeout if job is not None else None
-    outcome = run_videos([video_id], enqueued_at=enqueued_at, timeout=timeout)[0]
-    if isinstance(outcome, Exception):
+    if video_id in _handed_over:
+        outcome = _handed_over.pop(video_id)
+    else:
+        job = get_current_job()
+        enqueued_at = [_timestamp(job.enqueued_at)] if job is not None else None
+        timeout = job.timeout if job is not None else None
+        outcome = run_videos([video_id], enqueued_at=enqueued_at, timeout=timeout)[0]
+    if isinstance(outcome, BaseException):
         raise outcome
     return outcome
 

@@ -30,12 +30,10 @@ from rq.exceptions import AbandonedJobError
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
-from rq.registry import clean_registries
 from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
-from rq.worker_registration import clean_worker_registry
 
 from core.config import Settings, get_settings
 from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name
@@ -88,6 +86,10 @@ class VideoWorker(SimpleWorker):
         super().__init__(*args, **kwargs)
         self.worker_lost_seconds = worker_lost_seconds
         self.batcher = batcher
+        self.stopping = False  # set by request_stop
+        for queue in self.queues:
+            if isinstance(queue, VideoQueue):
+                queue.maintenance_lock_seconds = max(1, int(self.maintenance_interval))
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         # The registry entry expires this long after the last heartbeat: the time a dead
@@ -109,7 +111,7 @@ class VideoWorker(SimpleWorker):
             if self.batcher is not None:
                 try:
                     companions = self.batcher.companions(
-                        job, queue, stop=lambda: self._stop_requested
+                        job, queue, stop=lambda: self.stopping
                     )
                 except Exception:  # Redis away for a moment: run the first job alone
                     logger.warning(
@@ -132,7 +134,8 @@ class VideoWorker(SimpleWorker):
 
     def perform_batch(self, running: list[tuple[Job, Execution]], queue: Queue) -> None:
         """Run the jobs in one pipeline call (workers.jobs.run_videos) under their timeout,
-        then finish each job's RQ execution with its own outcome."""
+        then let RQ finish each job's execution with its own outcome: rq's `perform_job` runs
+        the job function, which hands back the outcome the batch left for it."""
         first = running[0][0]
         timeout = first.timeout or queue.DEFAULT_TIMEOUT  # equal across a batch (batch_key)
         video_ids = [str(job.args[0]) for job, _ in running]
@@ -143,16 +146,18 @@ class VideoWorker(SimpleWorker):
         except Exception as exc:  # run_videos ends its records itself; this is what is left
             logger.exception("batch of %d failed outside its jobs", len(running))
             outcomes = [exc] * len(running)
-        for (job, execution), outcome in zip(list(running), outcomes):
+        for (job, execution), video_id, outcome in zip(list(running), video_ids, outcomes):
             running.remove((job, execution))
             try:
-                if isinstance(outcome, BaseException):
-                    exc_info = (type(outcome), outcome, outcome.__traceback__)
-                    self._finalize_failure(job, queue, execution, exc_info)
-                else:
-                    self._finalize_success(job, queue, execution, outcome)
+                with jobs.handed_over(video_id, outcome):
+                    self.perform_job(job, queue, execution)
             except Exception:  # one job's bookkeeping must not cost the others theirs
                 logger.exception("could not finish job %s in RQ", job.id)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT: RQ's warm shutdown; the batcher stops gathering at once too."""
+        self.stopping = True
+        super().request_stop(signum, frame)
 
     def handle_job_failure(
         self,
@@ -173,18 +178,16 @@ class VideoWorker(SimpleWorker):
             execution=execution,
         )
 
-    def clean_registries(self) -> None:
-        """RQ's maintenance, with a lock that lasts one interval (not 15 minutes), so a
-        worker killed while cleaning does not delay the next cleanup."""
-        for queue in self.queues:
-            lock = self.connection.set(
-                queue.registry_cleaning_key, 1, nx=True, ex=max(1, int(self.maintenance_interval))
-            )
-            if lock:
-                clean_registries(queue, self._exc_handlers)
-                clean_worker_registry(queue)
-                queue.intermediate_queue.cleanup(self, queue)
-        self.last_cleaned_at = now()  # type: ignore[assignment]  # rq annotates it as None
+
+class VideoQueue(Queue):
+    """RQ's queue whose maintenance lock lasts one maintenance interval (RQ's lasts 15
+    minutes), so a worker killed while cleaning does not delay the next cleanup."""
+
+    maintenance_lock_seconds = 60
+
+    def acquire_maintenance_lock(self) -> bool:
+        key = self.registry_cleaning_key
+        return bool(self.connection.set(key, 1, nx=True, ex=self.maintenance_lock_seconds))
 
 
 class LostJobHandler:
@@ -318,6 +321,7 @@ def run_worker(
         connection=connection,
         name=name,
         serializer=JSONSerializer,
+        queue_class=VideoQueue,
         worker_lost_seconds=settings.worker_lost_seconds,
         batcher=batcher if settings.batch_size > 1 else None,
         job_monitoring_interval=settings.heartbeat_seconds,

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from redis import Redis
+from rq.job import Job
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
 
 from core.store import VideoRecord, VideoStatus
 from models.card import BUILTIN_CARDS
@@ -108,7 +112,9 @@ def test_cancelling_one_job_of_a_batch_stops_only_that_job(service: Service) -> 
         assert _image(service, record).shape == (32, 32, 3)
 
 
-def test_a_failing_row_fails_only_its_job(service: Service, image_png: Path) -> None:
+def test_a_failing_row_fails_only_its_job(
+    service: Service, image_png: Path, redis_url: str
+) -> None:
     with _queued_together(service):
         ok = _create_from_image(service, "it moves", image_png)
         model_fails = _create_from_image(service, "[raise] it moves", image_png)
@@ -131,6 +137,26 @@ def test_a_failing_row_fails_only_its_job(service: Service, image_png: Path) -> 
     assert RAISE_MESSAGE in failed[model_fails].message
     assert failed[input_fails].code == "invalid_input"
     assert failed[output_fails].code == "generation_error"
+
+    # rq's own bookkeeping follows each job's outcome: an operator's rq tooling sees the same.
+    connection = Redis.from_url(redis_url)  # rq reads bytes
+    jobs = {v: Job.fetch(v, connection=connection, serializer=JSONSerializer) for v in ids}
+    wait_for(
+        lambda: all(j.get_status(refresh=True) in ("finished", "failed") for j in jobs.values()),
+        30,
+        "rq to record the batch's outcomes",
+    )
+    for video_id in (ok, also_ok):
+        assert jobs[video_id].get_status() == "finished"
+        outputs = records[video_id].outputs
+        assert jobs[video_id].return_value() == {"status": "completed", "outputs": outputs}
+    for video_id in failed:
+        assert jobs[video_id].get_status() == "failed"
+        result = jobs[video_id].latest_result()
+        assert result is not None and result.exc_string
+    assert RAISE_MESSAGE in (jobs[model_fails].latest_result().exc_string or "")
+    started = StartedJobRegistry(jobs[ok].origin, connection=connection)
+    assert not set(ids) & set(started.get_job_ids())
 
 
 def test_a_sigkilled_worker_s_whole_batch_runs_again(service: Service) -> None:
