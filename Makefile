@@ -4,6 +4,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # torch is pinned: this version is a CPU build; a looser request pulls a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# The suite runs on the oldest rq that pyproject.toml allows (tests/test_packaging.py checks).
+RQ     ?= rq==3.0.0
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup run test lint bench demo-checkpoint clean
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]' $(TORCH)
+	$(PIP) install -q -e '.[dev]' $(TORCH) $(RQ)
 	touch $(STAMP)
 
 run: setup

@@ -3,6 +3,7 @@ and the CLI alike. Torch-free: the API process imports this."""
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -15,10 +16,19 @@ from models.card import resolve_checkpoint
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
+logger = logging.getLogger(__name__)
+
 
 def default_model() -> str:
-    """The shipped demo checkpoint when it exists, else the random-init `tiny` preset."""
-    return "demo" if resolve_checkpoint("demo") is not None else "tiny"
+    """The shipped demo checkpoint when it is installed, else (loudly) the random-init `tiny`."""
+    if resolve_checkpoint("demo") is not None:
+        return "demo"
+    logger.warning(
+        "the demo checkpoint is not installed (models/checkpoints/demo is missing): serving "
+        "the random-init 'tiny' preset, which draws noise. Install videopoet-server from its "
+        "wheel or a source checkout (both ship it), or set VIDEOPOET_MODEL to a checkpoint folder."
+    )
+    return "tiny"
 
 
 class Settings(BaseSettings):
@@ -81,8 +91,8 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = 60.0
     # Limit for each ffmpeg run (probe, decode, encode).
     ffmpeg_timeout_seconds: float = 120.0
-    # ffmpeg binary; unset: the one imageio-ffmpeg ships (read by workers/media.py).
-    ffmpeg: str | None = None
+    # The ffmpeg binary is VIDEOPOET_FFMPEG (unset: imageio-ffmpeg's). The media layer reads it
+    # (models/media.py: ffmpeg_exe), so that training, which has no Settings, uses it too.
     # Worker metrics: worker i of `serve` listens on this port + i; 0 turns it off.
     worker_metrics_port: int = 9101
     # Address worker metrics listen on (0.0.0.0 to let another machine's Prometheus scrape).
