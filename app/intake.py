@@ -14,7 +14,6 @@ import json
 import logging
 import mimetypes
 import os
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from models.spec import (
     TaskSpec,
     TaskSpecError,
     output_frames,
+    random_seed,
 )
 from models.media import STILL_VIDEO_SECONDS, MediaError, MediaInfo, probe
 
@@ -457,7 +457,7 @@ class Intake:
             "task": task,
             "prompt": fields.prompt,
             "seconds": seconds,
-            "seed": fields.seed if fields.seed is not None else secrets.randbelow(2**32),
+            "seed": fields.seed if fields.seed is not None else random_seed(),
             "with_audio": bool(fields.with_audio),
             "mask_box": fields.mask_box,
         }

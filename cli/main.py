@@ -373,12 +373,19 @@ class StageBars:
 def cmd_generate(args: argparse.Namespace) -> int:
     settings = _apply(args, model="VIDEOPOET_MODEL")
     _setup_logging("WARNING")
-    import secrets
 
     from pydantic import ValidationError
 
     from models.card import load_card
-    from models.spec import IMAGE_TASKS, Input, Task, TaskSpec, TaskSpecError, output_frames
+    from models.spec import (
+        IMAGE_TASKS,
+        Input,
+        Task,
+        TaskSpec,
+        TaskSpecError,
+        output_frames,
+        random_seed,
+    )
     from models.media import MediaError
 
     try:
@@ -406,7 +413,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             task=task,
             prompt=args.prompt,
             seconds=args.seconds,
-            seed=args.seed if args.seed is not None else secrets.randbelow(2**32),
+            seed=args.seed if args.seed is not None else random_seed(),
             guidance_scale=card.guidance_scale if args.guidance_scale is None else args.guidance_scale,
             temperature=args.temperature,
             top_k=args.top_k,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,7 +52,7 @@ from models.generate import (
     generate_tokens,
 )
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
-from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames
+from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames, random_seed
 from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
 from models.video_tokenizer import VideoTokenizer, VideoTokenizerConfig
 from models.vocab import Layout, Shapes, Vocab, assemble, build_layout, split_output
@@ -460,7 +459,7 @@ class Pipeline:
         if spec.with_audio and spec.task is Task.text_to_image:
             raise TaskSpecError("with_audio adds a soundtrack to a video; text_to_image makes a still image")
         card = self.card
-        seed = spec.seed if spec.seed is not None else secrets.randbelow(2**63)
+        seed = spec.seed if spec.seed is not None else random_seed()
         row = _Row(spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index)
         if inputs.video is not None:
             video = _check_array("video", inputs.video, ndim=4)

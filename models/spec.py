@@ -7,6 +7,8 @@ It travels between them as JSON (``spec.model_dump_json()``), never as a pickle.
 
 from __future__ import annotations
 
+import secrets
+
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -67,7 +69,14 @@ EXTENDABLE_TASKS = frozenset(
 )
 
 MAX_PROMPT_CHARS = 2000
+# Seeds are 0..MAX_SEED (what torch.Generator.manual_seed takes); a request without one gets
+# a uniform draw from that whole range (random_seed).
 MAX_SEED = 2**63 - 1
+
+
+def random_seed() -> int:
+    """A seed for a request that names none: uniform over 0..MAX_SEED."""
+    return secrets.randbelow(MAX_SEED + 1)
 
 
 class TaskSpecError(ValueError):

@@ -12,6 +12,7 @@ import pytest
 
 from core.store import VideoStatus
 from models.card import load_card
+from models.spec import MAX_SEED
 from tests.conftest import Service, start_api
 from models import media
 
@@ -203,3 +204,19 @@ def test_a_request_naming_no_guidance_gets_the_models_own(
     assert plain.status_code == 200 and plain.json()["guidance_scale"] == 2.5
     assert off.status_code == 200 and off.json()["guidance_scale"] == 1.0
     assert config["guidance_scale"] == 2.5
+
+
+def test_a_request_without_a_seed_gets_one_from_the_whole_documented_range(
+    service: Service,
+) -> None:
+    # Seeds are 0..2^63-1 (the schema's bound); an omitted one is drawn from all of it, so the
+    # seed a video reports can be sent back and replays it.
+    client = service.openai()
+    seeds = []
+    for _ in range(4):
+        video = client.videos.create(prompt="a dot", extra_body={"task": "text_to_image"})
+        seeds.append(video.model_extra["seed"])
+    assert all(0 <= seed <= MAX_SEED for seed in seeds)
+    assert max(seeds) >= 2**32, seeds  # a draw below 2^32 four times: p = 2^-124
+    too_big = service.http.post("/v1/videos", json={"prompt": "a dot", "seed": MAX_SEED + 1})
+    assert too_big.status_code == 422 and str(MAX_SEED) in too_big.text

@@ -165,3 +165,11 @@ def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny, path)
     lo, hi = vocab.code_range(Kind.visual)
     parts = split_output(layout, vocab, out)
     assert parts["visual_out"].min() >= 0 and parts["visual_out"].max() < hi - lo  # still decodable
+
+
+def test_random_seed_draws_from_the_whole_accepted_range() -> None:
+    from models.spec import MAX_SEED, random_seed
+
+    seeds = [random_seed() for _ in range(200)]
+    assert all(0 <= s <= MAX_SEED for s in seeds)
+    assert sum(s >= 2**62 for s in seeds) > 50  # half of them, were the range whole
