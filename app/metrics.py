@@ -1,7 +1,7 @@
 """The API's Prometheus metrics and the /metrics rendering.
 
 Correct across API worker processes: with `PROMETHEUS_MULTIPROC_DIR` set (``videopoet api
---workers N`` and ``videopoet serve`` set it), every process writes its values there and
+--processes N`` and ``videopoet serve`` set it), every process writes its values there and
 /metrics aggregates them, including the values of workers on this machine that share the
 folder. Queue depth and live workers are read from Redis at scrape time.
 """

@@ -177,7 +177,8 @@ class Store:
 
     # --- records -----------------------------------------------------------------------
     def create(self, record: VideoRecord) -> None:
-        """Store a new record (and mark its Idempotency-Key claim, if any, as done)."""
+        """Store a new record and index it (all videos; its owner's). An Idempotency-Key claim is
+        settled apart, by `complete_idempotency`."""
         fields: dict[Any, str] = {
             name: _encode(value) for name, value in record.model_dump(mode="json").items()
         }

@@ -1,8 +1,9 @@
 """The VideoPoet model stack: tokenizers, text encoder, prefix LM, sampling and the pipeline.
 
-PyTorch only: nothing here knows of HTTP, Redis or a server's files. `models.spec` is the
-one torch-free module (the task spec); everything else is imported lazily so that
-`import models.spec` stays light for the API process.
+PyTorch only: nothing here knows of HTTP, Redis or a server's files. Three modules are
+torch-free, for the service to import: `models.spec` (the task spec), `models.card` (what a
+model serves) and `models.media` (ffmpeg in and out); the pipeline is imported lazily, so that
+importing them stays light for the API process.
 """
 
 from __future__ import annotations

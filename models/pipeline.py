@@ -72,7 +72,8 @@ log = logging.getLogger(__name__)
 PRESET_SEED = 0  # presets without shipped weights are built from this seed: same weights everywhere
 COMPONENTS = ("video_tokenizer", "audio_tokenizer", "lm")  # one .safetensors each
 
-# name -> (card, video tokenizer preset, audio tokenizer preset, LM preset)
+# model name -> (video tokenizer preset, audio tokenizer preset, LM preset); the card is
+# models.card.BUILTIN_CARDS[name]
 MODEL_PRESETS: dict[str, tuple[str, str, str]] = {
     "tiny": ("tiny", "tiny", "tiny"),
     "demo": ("demo", "demo", "demo"),

@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(
     p
-    for folder in ("app", "workers", "models", "benchmarks")
+    for folder in ("app", "cli", "core", "workers", "models", "research", "benchmarks")
     for p in (REPO / folder).rglob("*.py")
 )
 # subprocess calls that wait for the child: each needs timeout=.
@@ -32,32 +32,59 @@ def _keyword(call: ast.Call, name: str) -> ast.expr | None:
     return next((k.value for k in call.keywords if k.arg == name), None)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
-def test_no_pickle_no_shell_and_every_subprocess_has_a_timeout(path: Path) -> None:
+def _is_true(value: ast.expr | None) -> bool:
+    return isinstance(value, ast.Constant) and value.value is True
+
+
+def _problems(text: str, where_file: str) -> list[str]:
+    """What a source text does that the service must not."""
     problems = []
-    text = path.read_text()
     if "import pickle" in text or "from pickle" in text or "cloudpickle" in text:
-        problems.append("imports pickle")
-    for line, name, call in _calls(path):
-        where = f"{path.relative_to(REPO)}:{line}: {name}"
+        problems.append(f"{where_file} imports pickle")
+    for node in ast.walk(ast.parse(text, filename=where_file)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        where = f"{where_file}:{node.lineno}: {name}"
         if name in ("os.system", "os.popen") or name.startswith("os.exec"):
             problems.append(f"{where} runs a shell or replaces the process")
-        shell = _keyword(call, "shell")
+        shell = _keyword(node, "shell")
         if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
             problems.append(f"{where} with shell=")
         if name.startswith("subprocess.") and name.split(".")[-1] in WAITING_CALLS:
-            if _keyword(call, "timeout") is None:
+            if _keyword(node, "timeout") is None:
                 problems.append(f"{where} without timeout=")
-            if call.args and isinstance(call.args[0], (ast.Constant, ast.JoinedStr)):
+            if node.args and isinstance(node.args[0], (ast.Constant, ast.JoinedStr)):
                 problems.append(f"{where} with a command string, not an argument list")
-        if name == "torch.load":
-            weights_only = _keyword(call, "weights_only")
-            if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
-                problems.append(f"{where} without weights_only=True (a full unpickler)")
+        if name == "torch.load" and not _is_true(_keyword(node, "weights_only")):
+            problems.append(f"{where} without weights_only=True (a full unpickler)")
         is_model = name.endswith("from_pretrained") and "tokenizer" not in name.lower()
-        if is_model and _keyword(call, "use_safetensors") is None:
+        if is_model and not _is_true(_keyword(node, "use_safetensors")):
             problems.append(f"{where} without use_safetensors=True")
+    return problems
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_pickle_no_shell_and_every_subprocess_has_a_timeout(path: Path) -> None:
+    problems = _problems(path.read_text(), str(path.relative_to(REPO)))
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import pickle",
+        "import os\nos.system('ls')",
+        "import subprocess\nsubprocess.run(['ls'], shell=True, timeout=1)",
+        "import subprocess\nsubprocess.run(['ls'])",
+        "import torch\ntorch.load('w.pt')",
+        "import torch\ntorch.load('w.pt', weights_only=False)",
+        "AutoModel.from_pretrained(path)",
+        "AutoModel.from_pretrained(path, use_safetensors=False)",
+    ],
+)
+def test_the_check_catches_each_unsafe_call(source: str) -> None:
+    assert _problems(source, "example.py")
 
 
 def test_jobs_are_enqueued_and_read_with_the_json_serializer() -> None:
