@@ -25,8 +25,12 @@ run: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
+# ruff's lint and format check over every package, mypy over the service (pyproject [tool.mypy]).
+LINTED := app cli core workers models research tests benchmarks
 lint: setup
-	$(VENV)/bin/ruff check app workers models tests benchmarks docs
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/models.py

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from models.lm import PrefixLM, prefix_mask
+from models.spec import GenerationCancelled
 from models.vocab import Batch, Vocab
-
-
-class GenerationCancelled(Exception):
-    """Every row of the batch was dropped: sampling stopped between two steps."""
 
 
 @dataclass

@@ -28,8 +28,9 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -46,13 +47,21 @@ from models.conditioning import (
     stylize_control,
 )
 from models.generate import (
-    GenerationCancelled,
     SamplingParams,
     compile_decode_step,
     generate_tokens,
 )
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
-from models.spec import Input, Task, TaskSpec, TaskSpecError, output_frames, random_seed
+from models.spec import (
+    GenerationCancelled,
+    GenerationInputs,
+    GenerationResult,
+    Task,
+    TaskSpec,
+    TaskSpecError,
+    output_frames,
+    random_seed,
+)
 from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
 from models.video_tokenizer import VideoTokenizer, VideoTokenizerConfig
 from models.vocab import Layout, Shapes, Vocab, assemble, build_layout, split_output
@@ -221,37 +230,6 @@ class TaskShapes:
 
 
 @dataclass
-class GenerationInputs:
-    """Decoded inputs of one request; any size, frame rate or sample rate."""
-
-    image: np.ndarray | None = None  # (H, W, 3) uint8
-    video: np.ndarray | None = None  # (T, H, W, 3) uint8
-    video_fps: float | None = None
-    audio: np.ndarray | None = None  # (N,) float32 mono in [-1, 1]
-    audio_sample_rate: int | None = None
-
-    def present(self) -> set[Input]:
-        have = set()
-        for name in ("image", "video", "audio"):
-            value = getattr(self, name)
-            if value is not None:
-                have.add(Input(name))
-        return have
-
-
-@dataclass
-class GenerationResult:
-    frames: np.ndarray  # (T, H, W, 3) uint8; T == 1 for text_to_image
-    fps: float
-    audio: np.ndarray | None  # (N,) float32 mono
-    sample_rate: int | None
-    seed: int
-    tokens: dict[str, int] = field(default_factory=dict)  # {"prefix": n, "generated": n}
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    time_to_first_token: float | None = None
-
-
-@dataclass
 class _Row:
     """One request on its way through the pipeline."""
 
@@ -347,6 +325,26 @@ class Pipeline:
         return self.config.name
 
     # ------------------------------------------------------------------ public API
+
+    @overload
+    def generate(
+        self,
+        specs: TaskSpec,
+        inputs: GenerationInputs | None = None,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult: ...
+
+    @overload
+    def generate(
+        self,
+        specs: Sequence[TaskSpec],
+        inputs: Sequence[GenerationInputs] | None = None,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]: ...
 
     def generate(
         self,

@@ -1,16 +1,24 @@
-"""The task spec: one request to the model, shared by the API, the workers and the pipeline.
+"""The contract between the service and the model: the task spec, and the pipeline API.
+
+The task spec is one request to the model, shared by the API, the workers and the pipeline.
+It travels between them as JSON (``spec.model_dump_json()``), never as a pickle.
+`GenerationPipeline` is what the workers and the CLI call: decoded inputs in
+(`GenerationInputs`), frames and audio out (`GenerationResult`); `models.pipeline.Pipeline`
+implements it.
 
 This module must stay free of torch (and of anything heavy): the API process imports it to
 validate requests, the worker imports it to read jobs, the pipeline takes it as its input.
-It travels between them as JSON (``spec.model_dump_json()``), never as a pickle.
 """
 
 from __future__ import annotations
 
 import secrets
-
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import Protocol, runtime_checkable
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.card import ModelCard
@@ -210,3 +218,76 @@ def output_frames(spec: TaskSpec, card: ModelCard) -> int:
             f"(longer videos: {', '.join(sorted(t.value for t in EXTENDABLE_TASKS))})"
         )
     return frames
+
+
+# --- the pipeline API ------------------------------------------------------------------------
+
+
+class GenerationCancelled(Exception):
+    """Every row of the batch was dropped: sampling stopped between two steps."""
+
+
+@dataclass
+class GenerationInputs:
+    """Decoded inputs of one request; any size, frame rate or sample rate."""
+
+    image: np.ndarray | None = None  # (H, W, 3) uint8
+    video: np.ndarray | None = None  # (T, H, W, 3) uint8
+    video_fps: float | None = None
+    audio: np.ndarray | None = None  # (N,) float32 mono in [-1, 1]
+    audio_sample_rate: int | None = None
+
+    def present(self) -> set[Input]:
+        return {Input(name) for name in ("image", "video", "audio") if getattr(self, name) is not None}
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # (T, H, W, 3) uint8; T == 1 for text_to_image
+    fps: float
+    audio: np.ndarray | None  # (N,) float32 mono
+    sample_rate: int | None
+    seed: int
+    tokens: dict[str, int] = field(default_factory=dict)  # {"prefix": n, "generated": n}
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    time_to_first_token: float | None = None
+
+
+class GenerationPipeline(Protocol):
+    """What the service calls on a loaded model: one request at a time.
+
+    `VIDEOPOET_PIPELINE_FACTORY` may give any object of this shape; `models.load_pipeline`
+    gives a `BatchGenerationPipeline`.
+    """
+
+    card: ModelCard
+
+    def generate(
+        self,
+        specs: TaskSpec,
+        inputs: GenerationInputs | None = None,
+        *,
+        progress: Callable[[float, str], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        """One request. Raises TaskSpecError when it cannot run with its inputs, and
+        GenerationCancelled when `should_cancel()` turns True between two sampling steps."""
+        ...
+
+
+@runtime_checkable
+class BatchGenerationPipeline(GenerationPipeline, Protocol):
+    """A pipeline that also samples separate requests as one batch (what workers prefer)."""
+
+    def generate_batch(
+        self,
+        specs: Sequence[TaskSpec],
+        inputs: Sequence[GenerationInputs] | None = None,
+        *,
+        progress: Callable[[int, float, str], None] | None = None,
+        should_cancel: Callable[[], Collection[int]] | None = None,
+    ) -> list[GenerationResult | Exception]:
+        """Each row's result, or the exception that ended it (TaskSpecError,
+        GenerationCancelled) while the others go on. `progress(row, fraction, stage)`;
+        `should_cancel()` returns the rows to drop."""
+        ...

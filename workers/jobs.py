@@ -13,6 +13,7 @@ sampling, its timeout) fails the batch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -30,8 +31,17 @@ from rq.timeouts import JobTimeoutException
 from core.config import Settings
 from core.store import FINISHED, Store, VideoError, VideoRecord, VideoStatus, format_seconds
 from models.card import ModelCard
-from models.spec import IMAGE_TASKS, Task, TaskSpec, TaskSpecError
 from models import media
+from models.spec import (
+    IMAGE_TASKS,
+    BatchGenerationPipeline,
+    GenerationCancelled,
+    GenerationInputs,
+    GenerationResult,
+    Task,
+    TaskSpec,
+    TaskSpecError,
+)
 from workers import metrics, runtime
 
 logger = logging.getLogger(__name__)
@@ -223,13 +233,13 @@ class VideoJob:
         return record
 
     # --- stages ------------------------------------------------------------------------
-    def prepare_inputs(self, record: VideoRecord) -> tuple[TaskSpec, Any]:
+    def prepare_inputs(self, record: VideoRecord) -> tuple[TaskSpec, GenerationInputs]:
         """Decode the stored inputs (ffmpeg in a subprocess, with a timeout)."""
         folder = self.store.video_dir(record.id)
         files = {kind: folder / name for kind, name in record.inputs.items()}
         return decode_inputs(record.spec, self.rt.pipeline.card, files, self.rt.settings)
 
-    def store_outputs(self, record: VideoRecord, result: Any) -> dict[str, str]:
+    def store_outputs(self, record: VideoRecord, result: GenerationResult) -> dict[str, str]:
         return write_outputs(
             self.store.video_dir(record.id),
             record.task,
@@ -238,7 +248,9 @@ class VideoJob:
         )
 
     # --- endings -----------------------------------------------------------------------
-    def handle_success(self, record: VideoRecord, result: Any, outputs: dict[str, str]) -> dict:
+    def handle_success(
+        self, record: VideoRecord, result: GenerationResult, outputs: dict[str, str]
+    ) -> dict:
         frames = len(result.frames) if record.task not in IMAGE_TASKS else None
         seconds = media.STILL_VIDEO_SECONDS if frames is None else frames / result.fps
         timings = {
@@ -322,7 +334,7 @@ class VideoJob:
         )
         logger.warning("video %s failed (%s): %s", self.video_id, code, message)
 
-    def observe(self, record: VideoRecord, result: Any, status: str) -> None:
+    def observe(self, record: VideoRecord, result: GenerationResult, status: str) -> None:
         task = record.task.value
         timings = dict(result.timings)
         for stage, seconds in timings.items():
@@ -431,14 +443,14 @@ class VideoBatch:
             outcomes[i] = job.handle_success(record, result, outputs)
 
     def generate(
-        self, rows: list[tuple[str, TaskSpec, Any]], reporter: ProgressReporter
-    ) -> list[Any]:
+        self, rows: list[tuple[str, TaskSpec, GenerationInputs]], reporter: ProgressReporter
+    ) -> list[GenerationResult | Exception]:
         """The pipeline's results (or a row's exception) for `rows` (video id, spec, inputs)."""
         pipeline = self.rt.pipeline
         ids = [video_id for video_id, _, _ in rows]
         specs = [spec for _, spec, _ in rows]
         inputs = [row_inputs for _, _, row_inputs in rows]
-        if hasattr(pipeline, "generate_batch"):
+        if isinstance(pipeline, BatchGenerationPipeline):
             try:
                 return _sample_batch(pipeline, ids, specs, inputs, reporter)
             except JobTimeoutException:
@@ -455,7 +467,7 @@ class VideoBatch:
                     exc,
                 )
                 _release_accelerator_memory()
-                alone: list[Any] = []
+                alone: list[GenerationResult | Exception] = []
                 for row in range(len(rows)):
                     one = slice(row, row + 1)
                     try:
@@ -469,15 +481,15 @@ class VideoBatch:
                         alone.append(row_exc)
                 return alone
         # A pipeline without batches (VIDEOPOET_PIPELINE_FACTORY): one row after another.
-        results: list[Any] = []
+        results: list[GenerationResult | Exception] = []
         for video_id, spec, row_inputs in rows:
             try:
                 results.append(
                     pipeline.generate(
                         spec,
                         row_inputs,
-                        progress=lambda f, stage, v=video_id: reporter.on_progress(v, f, stage),
-                        should_cancel=lambda v=video_id: reporter.cancelled(v),
+                        progress=functools.partial(reporter.on_progress, video_id),
+                        should_cancel=functools.partial(reporter.cancelled, video_id),
                     )
                 )
             except JobTimeoutException:
@@ -504,14 +516,13 @@ class VideoBatch:
 
 def decode_inputs(
     spec: TaskSpec, card: ModelCard, files: dict[str, Path], settings: Settings
-) -> tuple[TaskSpec, Any]:
+) -> tuple[TaskSpec, GenerationInputs]:
     """The pipeline's inputs from files ("image", "video", "audio" -> path).
 
     Frames are resampled to the model's frame rate and scaled down to a few times its size
     (the pipeline resizes to the card anyway), so a long 4K upload cannot fill the memory; a
     mask box is scaled with them. Returns the spec to run (box scaled) and the inputs.
     """
-    from models import GenerationInputs
 
     timeout = settings.ffmpeg_timeout_seconds
     max_side = max(256, 2 * max(card.width, card.height))
@@ -542,7 +553,9 @@ def decode_inputs(
     return spec, inputs
 
 
-def write_outputs(folder: Path, task: Task, result: Any, *, timeout: float) -> dict[str, str]:
+def write_outputs(
+    folder: Path, task: Task, result: GenerationResult, *, timeout: float
+) -> dict[str, str]:
     """Encode the mp4 (H.264 yuv420p + AAC when there is audio), the webp thumbnail and the
     jpg spritesheet, plus the PNG of a still. Returns variant -> file name."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -589,12 +602,12 @@ class _timed:
 
 
 def _sample_batch(
-    pipeline: Any,
+    pipeline: BatchGenerationPipeline,
     ids: list[str],
     specs: list[TaskSpec],
-    inputs: list[Any],
+    inputs: list[GenerationInputs],
     reporter: ProgressReporter,
-) -> list[Any]:
+) -> list[GenerationResult | Exception]:
     """One generate_batch call, its progress and cancel checks mapped to the videos."""
     return list(
         pipeline.generate_batch(
@@ -619,7 +632,6 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _is_cancel(exc: Exception) -> bool:
-    from models.pipeline import GenerationCancelled
 
     return isinstance(exc, GenerationCancelled)
 

@@ -10,10 +10,10 @@ import importlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from core.config import Settings
 from core.store import Store
+from models.spec import GenerationPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _current: Runtime | None = None
 class Runtime:
     settings: Settings
     store: Store
-    pipeline: Any  # models.pipeline.Pipeline, or what VIDEOPOET_PIPELINE_FACTORY returns
+    pipeline: GenerationPipeline  # models' Pipeline, or what VIDEOPOET_PIPELINE_FACTORY gives
     worker_name: str
     model_load_seconds: float = 0.0
 
@@ -42,7 +42,7 @@ def current() -> Runtime:
     return _current
 
 
-def load_pipeline(settings: Settings) -> tuple[Any, float]:
+def load_pipeline(settings: Settings) -> tuple[GenerationPipeline, float]:
     """The pipeline (by VIDEOPOET_PIPELINE_FACTORY when set) and the seconds it took."""
     from models.pipeline import resolve_device
 
