@@ -41,15 +41,16 @@ WORKDIR /app
 # checkpoints under models/checkpoints stay where the code looks for them.
 COPY pyproject.toml README.md ./
 RUN set -eux; \
-    mkdir app workers models; \
-    touch app/__init__.py workers/__init__.py models/__init__.py; \
+    for p in app cli core workers models; do mkdir "$p" && touch "$p/__init__.py"; done; \
     pip install .; \
     pip uninstall -y videopoet-server; \
-    rm -rf app workers models build ./*.egg-info
+    rm -rf app cli core workers models build ./*.egg-info
 COPY app app
+COPY cli cli
+COPY core core
 COPY workers workers
 COPY models models
-RUN pip install --no-deps -e . && python -c "import app.main, workers.jobs, models"
+RUN pip install --no-deps -e . && python -c "import app.main, cli.main, workers.jobs, models"
 
 # Not root. /data holds what the service writes (artifacts, metrics files, embedded Redis);
 # a named volume mounted there starts with this ownership.

@@ -195,6 +195,12 @@ def test_dockerfile_runs_as_non_root_on_cpu_torch_by_default() -> None:
     assert re.search(r'^ENTRYPOINT \["videopoet"\]$', text, re.MULTILINE)
 
 
+def test_the_image_holds_every_package_the_service_runs() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    for package in ("app", "cli", "core", "workers", "models"):
+        assert re.search(rf"^COPY {package} {package}$", text, re.MULTILINE), package
+
+
 # --- Prometheus --------------------------------------------------------------------------------
 def test_prometheus_scrapes_the_api_and_every_worker_replica(api: Service) -> None:
     services = compose_config("cpu")["services"]
