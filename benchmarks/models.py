@@ -63,7 +63,9 @@ def measure(name: str, device: str) -> dict:
     grid = lm.layout_grid(layout, device)
     prefill_s = _best(lambda: prefill(lm, x, valid, P, caption, grid))
 
-    frames = np.random.RandomState(0).randint(0, 255, (card.clip_frames, card.height, card.width, 3), np.uint8)
+    frames = np.random.RandomState(0).randint(
+        0, 255, (card.clip_frames, card.height, card.width, 3), np.uint8
+    )
     clip = pipe.video_tokenizer.frames_to_tensor(frames).to(device)
     encode_s = _best(lambda: pipe.video_tokenizer.encode(clip))
     tokens = pipe.video_tokenizer.encode(clip)
@@ -91,7 +93,9 @@ def measure(name: str, device: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["tiny", "demo"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -103,7 +107,11 @@ def main() -> None:
     for name in args.models:
         out = subprocess.run(
             [sys.executable, __file__, "--one", name, "--device", args.device],
-            cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=1800,
         )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)

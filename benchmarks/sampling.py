@@ -57,16 +57,23 @@ def build_hf(lm: LMConfig, device: str, dtype: torch.dtype):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=lm.vocab_size, hidden_size=lm.dim, intermediate_size=lm.ffn_hidden,
-        num_hidden_layers=lm.n_layers, num_attention_heads=lm.n_heads,
-        num_key_value_heads=lm.n_heads, max_position_embeddings=lm.max_seq_len,
-        tie_word_embeddings=False, rope_theta=lm.rope_base,
+        vocab_size=lm.vocab_size,
+        hidden_size=lm.dim,
+        intermediate_size=lm.ffn_hidden,
+        num_hidden_layers=lm.n_layers,
+        num_attention_heads=lm.n_heads,
+        num_key_value_heads=lm.n_heads,
+        max_position_embeddings=lm.max_seq_len,
+        tie_word_embeddings=False,
+        rope_theta=lm.rope_base,
     )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
 
 
-def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, compiled: bool = False) -> dict:
+def bench(
+    shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, compiled: bool = False
+) -> dict:
     config, ours = build_ours(shape, device, dtype)
     step = compile_decode_step() if compiled else None  # VIDEOPOET_COMPILE=1 in the service
     hf = build_hf(config.lm, device, dtype)
@@ -76,18 +83,33 @@ def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, 
     text = torch.randn(batch, config.text_tokens, 384)
     mask = torch.ones(batch, config.text_tokens, dtype=torch.bool)
     tb = assemble(layout, config.vocab, text=text.to(dtype), text_mask=mask)
-    new_tokens = layout.length - layout.prefix_len - 2  # the trailing <eov_o> <eos> are written, not sampled
+    new_tokens = (
+        layout.length - layout.prefix_len - 2
+    )  # the trailing <eov_o> <eos> are written, not sampled
     prefix = layout.prefix_len
     ids = torch.randint(0, config.lm.vocab_size, (batch, prefix), device=device)
 
     def run_ours():
-        params = SamplingParams.for_rows(range(batch), [1.0] * batch, [None] * batch, [None] * batch,
-                                         [1.0] * batch, device=device)
+        params = SamplingParams.for_rows(
+            range(batch),
+            [1.0] * batch,
+            [None] * batch,
+            [None] * batch,
+            [1.0] * batch,
+            device=device,
+        )
         generate_tokens(ours, config.vocab, tb, params, static_step=step)
 
     def run_hf():
-        hf.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True,
-                    top_k=0, pad_token_id=0, attention_mask=torch.ones_like(ids))
+        hf.generate(
+            ids,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=True,
+            top_k=0,
+            pad_token_id=0,
+            attention_mask=torch.ones_like(ids),
+        )
 
     def timed(fn):
         if device == "cuda":
@@ -107,15 +129,27 @@ def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, 
     ours_tps = batch * new_tokens / min(ours_s)
     hf_tps = batch * new_tokens / min(hf_s)
     row = {
-        "shape": shape, "batch": batch, "device": device, "dtype": str(dtype).replace("torch.", ""),
-        "layers": config.lm.n_layers, "dim": config.lm.dim, "heads": config.lm.n_heads,
-        "vocab": config.lm.vocab_size, "prefix": prefix, "new_tokens": new_tokens,
-        "ours_tokens_per_s": round(ours_tps, 1), "hf_tokens_per_s": round(hf_tps, 1),
-        "ratio": round(ours_tps / hf_tps, 2), "threads": torch.get_num_threads(), "compiled": compiled,
+        "shape": shape,
+        "batch": batch,
+        "device": device,
+        "dtype": str(dtype).replace("torch.", ""),
+        "layers": config.lm.n_layers,
+        "dim": config.lm.dim,
+        "heads": config.lm.n_heads,
+        "vocab": config.lm.vocab_size,
+        "prefix": prefix,
+        "new_tokens": new_tokens,
+        "ours_tokens_per_s": round(ours_tps, 1),
+        "hf_tokens_per_s": round(hf_tps, 1),
+        "ratio": round(ours_tps / hf_tps, 2),
+        "threads": torch.get_num_threads(),
+        "compiled": compiled,
     }
     if device == "cuda":
         weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-        weight_bytes -= ours.tok_embeddings.weight.numel() * ours.tok_embeddings.weight.element_size()
+        weight_bytes -= (
+            ours.tok_embeddings.weight.numel() * ours.tok_embeddings.weight.element_size()
+        )
         bandwidth = float(getattr(bench, "bandwidth", 3.35e12))  # H100 SXM HBM3, bytes/s
         step_s = min(ours_s) / new_tokens
         row["bandwidth_bound_fraction"] = round(weight_bytes / bandwidth / step_s, 3)
@@ -123,15 +157,22 @@ def bench(shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--shapes", nargs="+", default=None)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compile", action="store_true",
-                        help="ours with the compiled fixed-shape decode step (VIDEOPOET_COMPILE=1)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="ours with the compiled fixed-shape decode step (VIDEOPOET_COMPILE=1)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    parser.add_argument("--bandwidth", type=float, default=3.35e12, help="bytes/s, for --device cuda")
+    parser.add_argument(
+        "--bandwidth", type=float, default=3.35e12, help="bytes/s, for --device cuda"
+    )
     args = parser.parse_args()
     cuda = args.device == "cuda"
     shapes = args.shapes or (["videopoet-1b"] if cuda else ["demo", "wide"])
@@ -147,7 +188,11 @@ def main() -> None:
             print(
                 f"{shape:>12} batch {batch}: ours {row['ours_tokens_per_s']:>9} tok/s, "
                 f"HF generate {row['hf_tokens_per_s']:>9} tok/s, ratio {row['ratio']}x"
-                + (f", {row['bandwidth_bound_fraction']:.0%} of the bandwidth bound" if cuda else ""),
+                + (
+                    f", {row['bandwidth_bound_fraction']:.0%} of the bandwidth bound"
+                    if cuda
+                    else ""
+                ),
                 flush=True,
             )
     print(json.dumps({"benchmark": "sampling", "results": rows}))

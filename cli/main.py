@@ -414,7 +414,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             prompt=args.prompt,
             seconds=args.seconds,
             seed=args.seed if args.seed is not None else random_seed(),
-            guidance_scale=card.guidance_scale if args.guidance_scale is None else args.guidance_scale,
+            guidance_scale=card.guidance_scale
+            if args.guidance_scale is None
+            else args.guidance_scale,
             temperature=args.temperature,
             top_k=args.top_k,
             top_p=args.top_p,
@@ -530,8 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-box", help="X0,Y0,X1,Y1 in the input video's pixels")
     p.add_argument("--seconds", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--guidance-scale", type=float,
-                   help="classifier-free guidance, 1.0 = off (default: the model card's)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="classifier-free guidance, 1.0 = off (default: the model card's)",
+    )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int)
     p.add_argument("--top-p", type=float)

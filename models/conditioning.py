@@ -83,10 +83,20 @@ def optical_flow(frames: np.ndarray) -> list[np.ndarray]:
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     flows = [np.zeros(frames.shape[1:3] + (2,), dtype=np.float32)]
     for prev, cur in zip(gray, gray[1:]):
-        flows.append(cv2.calcOpticalFlowFarneback(
-            prev, cur, None, pyr_scale=0.5, levels=2, winsize=9,
-            iterations=3, poly_n=5, poly_sigma=1.1, flags=0,
-        ))
+        flows.append(
+            cv2.calcOpticalFlowFarneback(
+                prev,
+                cur,
+                None,
+                pyr_scale=0.5,
+                levels=2,
+                winsize=9,
+                iterations=3,
+                poly_n=5,
+                poly_sigma=1.1,
+                flags=0,
+            )
+        )
     return flows
 
 

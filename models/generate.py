@@ -66,15 +66,24 @@ class SamplingParams:
         as they were, so what the kept rows compute does not change when others leave."""
         index = torch.tensor(rows, device=self.temperature.device)
         return SamplingParams(
-            temperature=self.temperature[index], top_k=self.top_k[index], top_p=self.top_p[index],
-            guidance=self.guidance[index], generators=[self.generators[r] for r in rows],
-            greedy=[self.greedy[r] for r in rows], max_top_k=self.max_top_k,
-            any_top_p=self.any_top_p, any_guidance=self.any_guidance,
+            temperature=self.temperature[index],
+            top_k=self.top_k[index],
+            top_p=self.top_p[index],
+            guidance=self.guidance[index],
+            generators=[self.generators[r] for r in rows],
+            greedy=[self.greedy[r] for r in rows],
+            max_top_k=self.max_top_k,
+            any_top_p=self.any_top_p,
+            any_guidance=self.any_guidance,
         )
 
 
-def filter_logits(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
-                  max_k: int | None = None) -> torch.Tensor:
+def filter_logits(
+    logits: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    max_k: int | None = None,
+) -> torch.Tensor:
     """Set logits outside each row's top-k and nucleus top-p to -inf. logits (B, V).
 
     top_k (B,) with 0 = off, top_p (B,) with 1 = off; None skips that filter for every row.
@@ -86,7 +95,9 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch
         kth = logits.topk(kmax, dim=-1).values  # (B, kmax) descending
         idx = (top_k - 1).clamp(min=0, max=kmax - 1)[:, None]
         threshold = kth.gather(-1, idx)
-        threshold = torch.where(top_k[:, None] > 0, threshold, torch.full_like(threshold, -torch.inf))
+        threshold = torch.where(
+            top_k[:, None] > 0, threshold, torch.full_like(threshold, -torch.inf)
+        )
         logits = logits.masked_fill(logits < threshold, -torch.inf)
     if top_p is not None:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
@@ -121,8 +132,14 @@ def sample(logits: torch.Tensor, params: SamplingParams, rows: list[int]) -> tor
     return (scaled + noise).argmax(-1)
 
 
-def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_len: int,
-            caption: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> torch.Tensor:
+def prefill(
+    model: PrefixLM,
+    x: torch.Tensor,
+    key_valid: torch.Tensor,
+    prefix_len: int,
+    caption: torch.Tensor | None = None,
+    grid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Run the prefix x (B, P, C) through the model, filling the cache; hidden of its last position.
     caption: `PrefixLM.caption_vector` of the rows, given again at every decoding step; grid:
     `PrefixLM.layout_grid` of the layout, likewise."""
@@ -132,21 +149,38 @@ def prefill(model: PrefixLM, x: torch.Tensor, key_valid: torch.Tensor, prefix_le
     return h[:, -1]
 
 
-def decode_one_token(model: PrefixLM, token: torch.Tensor, pos: int, key_valid: torch.Tensor,
-                     caption: torch.Tensor | None = None, grid: torch.Tensor | None = None) -> torch.Tensor:
+def decode_one_token(
+    model: PrefixLM,
+    token: torch.Tensor,
+    pos: int,
+    key_valid: torch.Tensor,
+    caption: torch.Tensor | None = None,
+    grid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Feed token (B,) at position `pos`; hidden state (B, C) that predicts position pos + 1.
 
     Eager: attention reads only the pos + 1 filled cache entries.
     """
     x = model.embed(token[:, None], None, None)
     mask = key_valid[:, None, None, : pos + 1]  # keys 0..pos: everything so far
-    return model(x, torch.tensor([pos], device=token.device), mask, kv_len=pos + 1, caption=caption,
-                 grid=grid)[:, -1]
+    return model(
+        x,
+        torch.tensor([pos], device=token.device),
+        mask,
+        kv_len=pos + 1,
+        caption=caption,
+        grid=grid,
+    )[:, -1]
 
 
-def decode_one_token_static(model: PrefixLM, token: torch.Tensor, input_pos: torch.Tensor,
-                            key_valid: torch.Tensor, caption: torch.Tensor | None = None,
-                            grid: torch.Tensor | None = None) -> torch.Tensor:
+def decode_one_token_static(
+    model: PrefixLM,
+    token: torch.Tensor,
+    input_pos: torch.Tensor,
+    key_valid: torch.Tensor,
+    caption: torch.Tensor | None = None,
+    grid: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The same step with fixed shapes (the whole cache, the position as a (1,) tensor), so
     one compiled graph (CUDA graphs under torch.compile's reduce-overhead) serves every step."""
     x = model.embed(token[:, None], None, None)
@@ -273,8 +307,12 @@ def generate_tokens(
             if static_step is None:
                 h = decode_one_token(model, step, P + i, valid, caption, grid)
             else:
-                h = static_step(model, step, torch.tensor([P + i], device=device), valid, caption, grid).clone()
+                h = static_step(
+                    model, step, torch.tensor([P + i], device=device), valid, caption, grid
+                ).clone()
     if len(live) < B:  # dropped rows: their unsampled positions get a valid code
-        first = [vocab.code_range(kinds[i])[0] if structure[i] < 0 else 0 for i in range(len(kinds))]
+        first = [
+            vocab.code_range(kinds[i])[0] if structure[i] < 0 else 0 for i in range(len(kinds))
+        ]
         out = torch.where(out >= 0, out, torch.tensor(first, device=device))
     return out

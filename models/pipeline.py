@@ -219,8 +219,11 @@ class TaskShapes:
             Task.audio_to_video: Shapes(text=text, audio_in=(L, self.f_clip), visual_out=clip),
             Task.video_to_audio: Shapes(text=text, visual_in=clip, audio_out=(L, self.f_clip)),
             Task.av_continuation: Shapes(
-                text=text, visual_in=ctx, audio_in=(L, self.f_context),
-                visual_out=clip - ctx, audio_out=(L, self.f_step),
+                text=text,
+                visual_in=ctx,
+                audio_in=(L, self.f_context),
+                visual_out=clip - ctx,
+                audio_out=(L, self.f_step),
             ),
         }
         return replace(table[task], grid_hw=self.latent_hw)
@@ -251,8 +254,12 @@ class _Clock:
     stage)` each row's own.
     """
 
-    def __init__(self, planned: dict[int, int], progress: Callable[[float, str], None] | None = None,
-                 row_progress: Callable[[int, float, str], None] | None = None):
+    def __init__(
+        self,
+        planned: dict[int, int],
+        progress: Callable[[float, str], None] | None = None,
+        row_progress: Callable[[int, float, str], None] | None = None,
+    ):
         self.start = time.perf_counter()
         self.timings: dict[str, float] = {}
         self.planned = {row: max(1, steps) for row, steps in planned.items()}
@@ -296,9 +303,16 @@ def _rows_skipping(n: int, dropped, decode: Callable[[int], np.ndarray]) -> np.n
 
 
 class Pipeline:
-    def __init__(self, config: ModelConfig, video_tokenizer: VideoTokenizer,
-                 audio_tokenizer: AudioTokenizer, lm: PrefixLM, device: str | torch.device = "cpu",
-                 dtype: str = "auto", compile: bool = False):
+    def __init__(
+        self,
+        config: ModelConfig,
+        video_tokenizer: VideoTokenizer,
+        audio_tokenizer: AudioTokenizer,
+        lm: PrefixLM,
+        device: str | torch.device = "cpu",
+        dtype: str = "auto",
+        compile: bool = False,
+    ):
         """dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
         the tokenizers stay float32). compile: sample with a torch.compile'd fixed-shape decode
         step (CUDA graphs); worth it on CUDA only."""
@@ -361,13 +375,21 @@ class Pipeline:
         """
         single = isinstance(specs, TaskSpec)
         spec_list, input_list = _as_lists(specs, inputs)
-        rows = [self._prepare_row(s, i, index) for index, (s, i) in enumerate(zip(spec_list, input_list))]
+        rows = [
+            self._prepare_row(s, i, index)
+            for index, (s, i) in enumerate(zip(spec_list, input_list))
+        ]
         clock = _Clock({row.index: self._planned_steps(row) for row in rows}, progress)
         with torch.inference_mode():
             for group in _groups(rows):
                 everyone = range(len(group))
-                self._run_group(group, clock, None if should_cancel is None else
-                                (lambda everyone=everyone: everyone if should_cancel() else ()))
+                self._run_group(
+                    group,
+                    clock,
+                    None
+                    if should_cancel is None
+                    else (lambda everyone=everyone: everyone if should_cancel() else ()),
+                )
         if progress is not None:
             progress(1.0, "done")
         results = [self._result(row, clock) for row in rows]
@@ -400,7 +422,9 @@ class Pipeline:
                 rows.append(self._prepare_row(spec, row_inputs, index))
             except TaskSpecError as exc:
                 failed[index] = exc
-        dropped = (lambda: frozenset()) if should_cancel is None else (lambda: frozenset(should_cancel()))
+        dropped = (
+            (lambda: frozenset()) if should_cancel is None else (lambda: frozenset(should_cancel()))
+        )
         clock = _Clock({row.index: self._planned_steps(row) for row in rows}, row_progress=progress)
         with torch.inference_mode():
             for group in _groups(rows):
@@ -456,10 +480,14 @@ class Pipeline:
     def _prepare_row(self, spec: TaskSpec, inputs: GenerationInputs, index: int = 0) -> _Row:
         spec.check_inputs(inputs.present())
         if spec.with_audio and spec.task is Task.text_to_image:
-            raise TaskSpecError("with_audio adds a soundtrack to a video; text_to_image makes a still image")
+            raise TaskSpecError(
+                "with_audio adds a soundtrack to a video; text_to_image makes a still image"
+            )
         card = self.card
         seed = spec.seed if spec.seed is not None else random_seed()
-        row = _Row(spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index)
+        row = _Row(
+            spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index
+        )
         if inputs.video is not None:
             video = _check_array("video", inputs.video, ndim=4)
             video = resample_frames(video, inputs.video_fps, card.fps)
@@ -470,8 +498,12 @@ class Pipeline:
         if inputs.audio is not None:
             audio = np.asarray(inputs.audio, dtype=np.float32)
             if audio.ndim not in (1, 2) or audio.size == 0:
-                raise TaskSpecError(f"audio must be float32 samples (N,) or (N, channels); got {audio.shape}")
-            row.audio = np.clip(resample_audio(audio, inputs.audio_sample_rate, card.sample_rate), -1, 1)
+                raise TaskSpecError(
+                    f"audio must be float32 samples (N,) or (N, channels); got {audio.shape}"
+                )
+            row.audio = np.clip(
+                resample_audio(audio, inputs.audio_sample_rate, card.sample_rate), -1, 1
+            )
         if spec.task in (Task.inpaint, Task.outpaint, Task.stylize, Task.video_to_audio):
             row.frames = fit_length(row.frames, card.clip_frames)
         if spec.task in (Task.audio_to_video,):
@@ -503,19 +535,30 @@ class Pipeline:
         `rows`) that are no longer wanted: they leave the sampler and are not decoded."""
         task = rows[0].spec.task
         params = SamplingParams.for_rows(
-            [r.seed for r in rows], [r.spec.temperature for r in rows], [r.spec.top_k for r in rows],
-            [r.spec.top_p for r in rows], [r.spec.guidance_scale for r in rows], device=self.device,
+            [r.seed for r in rows],
+            [r.spec.temperature for r in rows],
+            [r.spec.top_k for r in rows],
+            [r.spec.top_p for r in rows],
+            [r.spec.guidance_scale for r in rows],
+            device=self.device,
         )
         text = self._encode_text([r.spec.prompt for r in rows], clock)
         card = self.card
         if task in (Task.unconditional, Task.text_to_video, Task.text_to_image):
             out = self._sample(task, rows, params, text, clock, dropped)
-            frames = self._decode_video(out["visual_out"], 1 if task is Task.text_to_image else self.shapes.t_clip, clock, dropped)
+            frames = self._decode_video(
+                out["visual_out"],
+                1 if task is Task.text_to_image else self.shapes.t_clip,
+                clock,
+                dropped,
+            )
             for row, f in zip(rows, frames):
                 row.frames = f
         elif task is Task.image_to_video:
             image_tokens = self._encode_video([r.frames for r in rows], clock)  # (B, 1, h, w)
-            out = self._sample(task, rows, params, text, clock, dropped, visual_in=image_tokens.flatten(1))
+            out = self._sample(
+                task, rows, params, text, clock, dropped, visual_in=image_tokens.flatten(1)
+            )
             tokens = torch.cat([image_tokens.flatten(1), out["visual_out"]], dim=1)
             for row, f in zip(rows, self._decode_video(tokens, self.shapes.t_clip, clock, dropped)):
                 row.frames = f
@@ -531,12 +574,16 @@ class Pipeline:
             control = [stylize_control(r.frames) for r in rows]
             tokens = self._encode_video(control, clock).flatten(1)
             out = self._sample(task, rows, params, text, clock, dropped, visual_in=tokens)
-            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
+            for row, f in zip(
+                rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
+            ):
                 row.frames = f
         elif task is Task.audio_to_video:
             codes = self._encode_audio([r.audio for r in rows], clock)
             out = self._sample(task, rows, params, text, clock, dropped, audio_in=codes)
-            for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
+            for row, f in zip(
+                rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
+            ):
                 row.frames = f
         elif task is Task.video_to_audio:
             for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, dropped)):
@@ -549,22 +596,43 @@ class Pipeline:
                 self._continue(rows, params, text, clock, dropped)
             for row in rows:
                 row.frames = row.frames[: row.new_frames]
-        if rows[0].spec.with_audio and task not in (Task.video_to_audio, Task.av_continuation, Task.audio_to_video):
+        if rows[0].spec.with_audio and task not in (
+            Task.video_to_audio,
+            Task.av_continuation,
+            Task.audio_to_video,
+        ):
             for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, dropped)):
                 row.audio = audio
         if task is Task.audio_to_video:  # the result plays the audio it was made from
             for row in rows:
-                row.audio = fit_samples(row.audio, round(len(row.frames) / card.fps * card.sample_rate))
+                row.audio = fit_samples(
+                    row.audio, round(len(row.frames) / card.fps * card.sample_rate)
+                )
 
-    def _sample(self, task: Task, rows: list[_Row], params: SamplingParams, text, clock: _Clock,
-                dropped, **content) -> dict[str, torch.Tensor]:
+    def _sample(
+        self,
+        task: Task,
+        rows: list[_Row],
+        params: SamplingParams,
+        text,
+        clock: _Clock,
+        dropped,
+        **content,
+    ) -> dict[str, torch.Tensor]:
         layout = self.layouts[task]
         states, mask = text if layout.text_slice is not None else (None, None)
-        batch = assemble(layout, self.vocab, text=states, text_mask=mask, batch_size=len(rows), **content)
+        batch = assemble(
+            layout, self.vocab, text=states, text_mask=mask, batch_size=len(rows), **content
+        )
         t0 = time.perf_counter()
         out = generate_tokens(
-            self.lm, self.vocab, batch, params, progress=clock.step(task.value, rows),
-            drop_rows=dropped, static_step=self.static_step,
+            self.lm,
+            self.vocab,
+            batch,
+            params,
+            progress=clock.step(task.value, rows),
+            drop_rows=dropped,
+            static_step=self.static_step,
         )
         clock.add("sampling", time.perf_counter() - t0)
         generated = (batch.forced < 0).sum(1).tolist()
@@ -581,7 +649,7 @@ class Pipeline:
         out = self._sample(Task.continuation, rows, params, text, clock, dropped, visual_in=tokens)
         full = torch.cat([tokens, out["visual_out"]], dim=1)
         for row, f in zip(rows, self._decode_video(full, shapes.t_clip, clock, dropped)):
-            row.frames = np.concatenate([row.frames, f[card.context_frames:]])
+            row.frames = np.concatenate([row.frames, f[card.context_frames :]])
 
     def _fill(self, task: Task, rows: list[_Row], params, text, clock, dropped) -> None:
         tokens = self._encode_video([r.frames for r in rows], clock)  # (B, t, h, w)
@@ -592,9 +660,19 @@ class Pipeline:
             masks.append(box if task is Task.inpaint else ~box)
         masked = torch.from_numpy(np.stack(masks))[:, None].to(tokens.device).expand_as(tokens)
         visual_in = torch.where(masked, -1, tokens).flatten(1)
-        out = self._sample(task, rows, params, text, clock, dropped,
-                           visual_in=visual_in, visual_out_known=visual_in)
-        for row, f in zip(rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)):
+        out = self._sample(
+            task,
+            rows,
+            params,
+            text,
+            clock,
+            dropped,
+            visual_in=visual_in,
+            visual_out_known=visual_in,
+        )
+        for row, f in zip(
+            rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
+        ):
             row.frames = f
 
     def _soundtrack(self, rows: list[_Row], params, text, clock, dropped) -> list[np.ndarray]:
@@ -606,7 +684,9 @@ class Pipeline:
         for start in range(0, max(1, n_frames - 1), step):
             window = [fit_length(r.frames[start:], card.clip_frames) for r in rows]
             tokens = self._encode_video(window, clock).flatten(1)
-            out = self._sample(Task.video_to_audio, rows, params, text, clock, dropped, visual_in=tokens)
+            out = self._sample(
+                Task.video_to_audio, rows, params, text, clock, dropped, visual_in=tokens
+            )
             audio = self._decode_audio(out["audio_out"], clock, dropped)
             for piece, a in zip(pieces, audio):
                 piece.append(a[: round(step / card.fps * card.sample_rate)])
@@ -619,13 +699,21 @@ class Pipeline:
         tokens = self._encode_video(context, clock).flatten(1)
         audio_ctx = [_tail_samples(r.audio, shapes.context_samples) for r in rows]
         codes = self._encode_audio(audio_ctx, clock)
-        out = self._sample(Task.av_continuation, rows, params, text, clock, dropped,
-                           visual_in=tokens, audio_in=codes)
+        out = self._sample(
+            Task.av_continuation,
+            rows,
+            params,
+            text,
+            clock,
+            dropped,
+            visual_in=tokens,
+            audio_in=codes,
+        )
         full = torch.cat([tokens, out["visual_out"]], dim=1)
         frames = self._decode_video(full, shapes.t_clip, clock, dropped)
         audio = self._decode_audio(out["audio_out"], clock, dropped)
         for row, f, a in zip(rows, frames, audio):
-            row.frames = np.concatenate([row.frames, f[card.context_frames:]])
+            row.frames = np.concatenate([row.frames, f[card.context_frames :]])
             row.audio = np.concatenate([row.audio, fit_samples(a, shapes.step_samples)])
 
     # ------------------------------------------------------------------ modality helpers
@@ -640,28 +728,34 @@ class Pipeline:
         t0 = time.perf_counter()
         # Row by row: a convolution over a batch may round differently from one over a single
         # clip, and a request's output must not depend on what it was batched with.
-        tokens = torch.cat([
-            self.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(c).to(self.device))
-            for c in clips
-        ])
+        tokens = torch.cat(
+            [
+                self.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(c).to(self.device))
+                for c in clips
+            ]
+        )
         clock.add("tokenize", time.perf_counter() - t0)
         return tokens
 
     def _encode_audio(self, clips: list[np.ndarray], clock: _Clock) -> torch.Tensor:
         t0 = time.perf_counter()
-        codes = torch.cat([
-            self.audio_tokenizer.encode(torch.from_numpy(c)[None].to(self.device)) for c in clips
-        ])  # row by row, as in _encode_video
+        codes = torch.cat(
+            [self.audio_tokenizer.encode(torch.from_numpy(c)[None].to(self.device)) for c in clips]
+        )  # row by row, as in _encode_video
         clock.add("tokenize", time.perf_counter() - t0)
         return codes
 
-    def _decode_video(self, tokens: torch.Tensor, t: int, clock: _Clock, dropped=None) -> np.ndarray:
+    def _decode_video(
+        self, tokens: torch.Tensor, t: int, clock: _Clock, dropped=None
+    ) -> np.ndarray:
         """Flat visual codes (B, t*h*w) -> uint8 frames (B, T, H, W, 3); dropped rows stay black."""
         t0 = time.perf_counter()
         h, w = self.shapes.latent_hw
         grids = tokens.reshape(-1, 1, t, h, w)
         frames = _rows_skipping(  # row by row, as in _encode_video
-            len(grids), dropped, lambda k: VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(grids[k]))[0]
+            len(grids),
+            dropped,
+            lambda k: VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(grids[k]))[0],
         )
         clock.add("detokenize", time.perf_counter() - t0)
         return frames
@@ -669,7 +763,9 @@ class Pipeline:
     def _decode_audio(self, codes: torch.Tensor, clock: _Clock, dropped=None) -> np.ndarray:
         t0 = time.perf_counter()
         audio = _rows_skipping(
-            len(codes), dropped, lambda k: self.audio_tokenizer.decode(codes[k][None]).float().cpu().numpy()[0]
+            len(codes),
+            dropped,
+            lambda k: self.audio_tokenizer.decode(codes[k][None]).float().cpu().numpy()[0],
         )
         clock.add("detokenize", time.perf_counter() - t0)
         return np.clip(audio, -1, 1)
@@ -707,8 +803,12 @@ def _groups(rows: list[_Row]) -> list[list[_Row]]:
     length, so they share every token shape and every number of steps."""
     groups: dict[tuple, list[_Row]] = {}
     for row in rows:
-        key = (row.spec.task, row.new_frames, row.spec.with_audio,
-               0 if row.frames is None else len(row.frames))
+        key = (
+            row.spec.task,
+            row.new_frames,
+            row.spec.with_audio,
+            0 if row.frames is None else len(row.frames),
+        )
         groups.setdefault(key, []).append(row)
     return list(groups.values())
 
@@ -749,7 +849,11 @@ def _build(config: ModelConfig, seed: int | None):
             return VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        video, audio, lm = VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
+        video, audio, lm = (
+            VideoTokenizer(config.video),
+            AudioTokenizer(config.audio),
+            PrefixLM(config.lm),
+        )
         lm.init_weights()
     return video, audio, lm
 
@@ -759,8 +863,10 @@ def load_tokenizers(folder: Path, config: ModelConfig) -> tuple[VideoTokenizer, 
     from safetensors.torch import load_file
 
     out = []
-    for name, cls, cfg in (("video_tokenizer", VideoTokenizer, config.video),
-                           ("audio_tokenizer", AudioTokenizer, config.audio)):
+    for name, cls, cfg in (
+        ("video_tokenizer", VideoTokenizer, config.video),
+        ("audio_tokenizer", AudioTokenizer, config.audio),
+    ):
         path = Path(folder) / f"{name}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {folder} lacks {path.name}")
@@ -779,8 +885,12 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_pipeline(name_or_path: str = "tiny", device: str | torch.device = "cpu",
-                  dtype: str = "auto", compile: bool = False) -> Pipeline:
+def load_pipeline(
+    name_or_path: str = "tiny",
+    device: str | torch.device = "cpu",
+    dtype: str = "auto",
+    compile: bool = False,
+) -> Pipeline:
     """A ready pipeline: a checkpoint folder, a shipped checkpoint by name, or a preset.
 
     dtype and compile: see Pipeline.
@@ -814,7 +924,11 @@ def describe(name_or_path: str) -> dict:
     else:
         config = ModelConfig.from_name(name_or_path)
     with torch.device("meta"):
-        video, audio, lm = VideoTokenizer(config.video), AudioTokenizer(config.audio), PrefixLM(config.lm)
+        video, audio, lm = (
+            VideoTokenizer(config.video),
+            AudioTokenizer(config.audio),
+            PrefixLM(config.lm),
+        )
         bert = MiniLMEncoder(BertConfig())
     params = _param_counts(video, audio, lm)
     params["text_encoder (frozen)"] = sum(p.numel() for p in bert.parameters())
@@ -827,8 +941,12 @@ def describe(name_or_path: str) -> dict:
         "checkpoint": str(folder) if folder else None,
         "card": config.card.to_dict(),
         "parameters": params,
-        "lm": {"dim": config.lm.dim, "layers": config.lm.n_layers, "heads": config.lm.n_heads,
-               "ffn_hidden": config.lm.ffn_hidden},
+        "lm": {
+            "dim": config.lm.dim,
+            "layers": config.lm.n_layers,
+            "heads": config.lm.n_heads,
+            "ffn_hidden": config.lm.ffn_hidden,
+        },
         "vocabulary": config.vocab.describe(),
         "tokens": {
             "video_17x128x128": int(np.prod(vt.latent_shape(17, 128, 128))),
@@ -836,6 +954,8 @@ def describe(name_or_path: str) -> dict:
             "video_17x224x128": int(np.prod(vt.latent_shape(17, 224, 128))),
             "audio_2.125s": at.num_frames(clip_samples) * at.num_quantizers,
         },
-        "sequence_lengths": {task.value: layout.length for task, layout in shapes.layouts().items()},
+        "sequence_lengths": {
+            task.value: layout.length for task, layout in shapes.layouts().items()
+        },
         "context_length": config.lm.max_seq_len,
     }

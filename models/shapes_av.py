@@ -39,7 +39,14 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "blue": (25, 25, 230),
     "magenta": (230, 25, 230),
 }
-COLOUR_HUES = {"red": 0.0, "yellow": 60.0, "green": 120.0, "cyan": 180.0, "blue": 240.0, "magenta": 300.0}
+COLOUR_HUES = {
+    "red": 0.0,
+    "yellow": 60.0,
+    "green": 120.0,
+    "cyan": 180.0,
+    "blue": 240.0,
+    "magenta": 300.0,
+}
 # Unsaturated backgrounds: saturation alone separates the object from any of them.
 BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "black": (16, 16, 16),
@@ -139,7 +146,9 @@ def sample_object(rng: np.random.Generator, *, split: str = "train", **fixed) ->
         if all(k in fixed for k in ("shape", "colour", "motion")):
             raise ValueError(f"{shape} {colour} {motion} is not in the {split} split")
     (xlo, xhi), (ylo, yhi) = start_box(size, motion)
-    return ObjectSpec(shape, colour, size, motion, float(rng.uniform(xlo, xhi)), float(rng.uniform(ylo, yhi)))
+    return ObjectSpec(
+        shape, colour, size, motion, float(rng.uniform(xlo, xhi)), float(rng.uniform(ylo, yhi))
+    )
 
 
 def start_box(size: str, motion: str) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -154,8 +163,9 @@ def start_box(size: str, motion: str) -> tuple[tuple[float, float], tuple[float,
     return span(dx), span(dy)
 
 
-def sample_clip_spec(seed: int, *, split: str = "train", two_objects: bool = False,
-                     **fixed) -> ClipSpec:
+def sample_clip_spec(
+    seed: int, *, split: str = "train", two_objects: bool = False, **fixed
+) -> ClipSpec:
     """The clip of `seed`: deterministic. `fixed` may set background and main-object attributes."""
     rng = np.random.default_rng(seed)
     background = fixed.pop("background", None) or list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
@@ -164,10 +174,15 @@ def sample_clip_spec(seed: int, *, split: str = "train", two_objects: bool = Fal
         first = objects[0]
         others = [s for s in SHAPES if s != first.shape]
         colours = [c for c in COLOURS if c != first.colour]
-        objects.append(sample_object(
-            rng, split="any", shape=others[rng.integers(len(others))],
-            colour=colours[rng.integers(len(colours))], size="small",
-        ))
+        objects.append(
+            sample_object(
+                rng,
+                split="any",
+                shape=others[rng.integers(len(others))],
+                colour=colours[rng.integers(len(colours))],
+                size="small",
+            )
+        )
     return ClipSpec(tuple(objects), background, seed)
 
 
@@ -234,8 +249,10 @@ def render_audio(spec: ClipSpec) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- captions
 
-def _moves(*, first: list[str], verbs: tuple[str, ...], ends: tuple[str, ...],
-           more: tuple[str, ...] = ()) -> list[str]:
+
+def _moves(
+    *, first: list[str], verbs: tuple[str, ...], ends: tuple[str, ...], more: tuple[str, ...] = ()
+) -> list[str]:
     """A motion's training phrases: `first` (the phrases of the first demo checkpoints, whose
     first one the word probes swap in), then every verb with every way to name the direction,
     then a few set phrases. Many verbs per direction teach the LM that the direction word
@@ -253,21 +270,47 @@ _TRAIN_WORDS = {
     "triangle": ["triangle", "wedge", "pyramid shape"],
     "small": ["small", "little", "tiny", "mini", "compact"],
     "large": ["large", "big", "huge", "massive", "enormous"],
-    "left": _moves(first=["moving left", "going to the left", "sliding left", "drifting leftwards"],
-                   verbs=_VERBS, ends=("left", "to the left", "leftwards"),
-                   more=("crossing from right to left",)),
-    "right": _moves(first=["moving right", "going to the right", "sliding right", "drifting rightwards"],
-                    verbs=_VERBS, ends=("right", "to the right", "rightwards"),
-                    more=("crossing from left to right",)),
-    "up": _moves(first=["moving up", "rising", "going upwards", "floating up"],
-                 verbs=_VERBS, ends=("up", "upwards", "higher"), more=("soaring", "lifting off")),
-    "down": _moves(first=["moving down", "falling", "going downwards", "sinking"],
-                   verbs=_VERBS, ends=("down", "downwards", "lower"), more=("plunging", "coming down")),
-    "still": ["staying still", "not moving", "resting in place", "standing still", "holding still",
-              "keeping still", "sitting still", "frozen in place", "at rest", "staying put"],
-    "diagonal": _moves(first=["moving up and to the right", "rising to the right",
-                              "going diagonally up right"],
-                       verbs=_VERBS, ends=("up and to the right", "up and right", "up to the right")),
+    "left": _moves(
+        first=["moving left", "going to the left", "sliding left", "drifting leftwards"],
+        verbs=_VERBS,
+        ends=("left", "to the left", "leftwards"),
+        more=("crossing from right to left",),
+    ),
+    "right": _moves(
+        first=["moving right", "going to the right", "sliding right", "drifting rightwards"],
+        verbs=_VERBS,
+        ends=("right", "to the right", "rightwards"),
+        more=("crossing from left to right",),
+    ),
+    "up": _moves(
+        first=["moving up", "rising", "going upwards", "floating up"],
+        verbs=_VERBS,
+        ends=("up", "upwards", "higher"),
+        more=("soaring", "lifting off"),
+    ),
+    "down": _moves(
+        first=["moving down", "falling", "going downwards", "sinking"],
+        verbs=_VERBS,
+        ends=("down", "downwards", "lower"),
+        more=("plunging", "coming down"),
+    ),
+    "still": [
+        "staying still",
+        "not moving",
+        "resting in place",
+        "standing still",
+        "holding still",
+        "keeping still",
+        "sitting still",
+        "frozen in place",
+        "at rest",
+        "staying put",
+    ],
+    "diagonal": _moves(
+        first=["moving up and to the right", "rising to the right", "going diagonally up right"],
+        verbs=_VERBS,
+        ends=("up and to the right", "up and right", "up to the right"),
+    ),
 }
 _TRAIN_TEMPLATES = [
     "a {size} {colour} {shape} {motion} on a {bg} background",
@@ -311,7 +354,9 @@ def reword(text: str, value: str, new_value: str) -> str:
 def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -> str:
     """A caption of the clip; `phrasing` "heldout" uses only evaluation phrasings."""
     words, templates = (
-        (_TRAIN_WORDS, _TRAIN_TEMPLATES) if phrasing == "train" else (_HELDOUT_WORDS, _HELDOUT_TEMPLATES)
+        (_TRAIN_WORDS, _TRAIN_TEMPLATES)
+        if phrasing == "train"
+        else (_HELDOUT_WORDS, _HELDOUT_TEMPLATES)
     )
 
     def pick(options):
@@ -319,8 +364,11 @@ def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -
 
     def describe(obj: ObjectSpec, template: str, bg: str) -> str:
         return template.format(
-            size=pick(words[obj.size]), colour=obj.colour, shape=pick(words[obj.shape]),
-            motion=pick(words[obj.motion]), bg=bg,
+            size=pick(words[obj.size]),
+            colour=obj.colour,
+            shape=pick(words[obj.shape]),
+            motion=pick(words[obj.motion]),
+            bg=bg,
         )
 
     template = pick(templates)
@@ -336,20 +384,29 @@ def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -
 def labels(spec: ClipSpec) -> dict:
     obj = spec.main
     return {
-        "shape": obj.shape, "colour": obj.colour, "size": obj.size, "motion": obj.motion,
-        "background": spec.background, "timbre": TIMBRES[obj.shape],
+        "shape": obj.shape,
+        "colour": obj.colour,
+        "size": obj.size,
+        "motion": obj.motion,
+        "background": spec.background,
+        "timbre": TIMBRES[obj.shape],
     }
 
 
 def make_clip(spec: ClipSpec, phrasing: str = "train") -> Clip:
     rng = np.random.default_rng([spec.seed, 1])  # caption choices: a stream apart from layout
-    return Clip(spec, render_frames(spec), render_audio(spec), caption(spec, rng, phrasing), labels(spec))
+    return Clip(
+        spec, render_frames(spec), render_audio(spec), caption(spec, rng, phrasing), labels(spec)
+    )
 
 
-def generate_clip(seed: int, *, split: str = "train", phrasing: str = "train",
-                  two_objects: bool = False, **fixed) -> Clip:
+def generate_clip(
+    seed: int, *, split: str = "train", phrasing: str = "train", two_objects: bool = False, **fixed
+) -> Clip:
     """The clip of `seed` in `split` (train | heldout | any): same seed, same clip."""
-    return make_clip(sample_clip_spec(seed, split=split, two_objects=two_objects, **fixed), phrasing)
+    return make_clip(
+        sample_clip_spec(seed, split=split, two_objects=two_objects, **fixed), phrasing
+    )
 
 
 def restyle(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
@@ -362,13 +419,13 @@ def restyle(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
 
 def heldout_specs(n: int, seed: int = 12345) -> list[ClipSpec]:
     """n evaluation clips over the held-out combinations, cycling through them evenly."""
-    combos = [
-        (s, c, m) for s in SHAPES for c in COLOURS for m in MOTIONS if is_heldout(s, c, m)
-    ]
+    combos = [(s, c, m) for s in SHAPES for c in COLOURS for m in MOTIONS if is_heldout(s, c, m)]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(combos))
     specs = []
     for i in range(n):
         s, c, m = combos[order[i % len(combos)]]
-        specs.append(sample_clip_spec(seed * 1000 + i, split="heldout", shape=s, colour=c, motion=m))
+        specs.append(
+            sample_clip_spec(seed * 1000 + i, split="heldout", shape=s, colour=c, motion=m)
+        )
     return specs

@@ -238,7 +238,9 @@ class GenerationInputs:
     audio_sample_rate: int | None = None
 
     def present(self) -> set[Input]:
-        return {Input(name) for name in ("image", "video", "audio") if getattr(self, name) is not None}
+        return {
+            Input(name) for name in ("image", "video", "audio") if getattr(self, name) is not None
+        }
 
 
 @dataclass

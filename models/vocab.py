@@ -27,10 +27,21 @@ from models.spec import Task
 NUM_SPECIAL = 256  # paper: 256 special/task codes ahead of the visual codes
 
 _MARKERS = [
-    "pad", "bos", "eos",
-    "bot_i", "eot_i", "bov_i", "eov_i", "boa_i", "eoa_i",
-    "source", "res",  # kept from Table 4 for super-resolution; unused until that stage
-    "bov_o", "eov_o", "boa_o", "eoa_o",
+    "pad",
+    "bos",
+    "eos",
+    "bot_i",
+    "eot_i",
+    "bov_i",
+    "eov_i",
+    "boa_i",
+    "eoa_i",
+    "source",
+    "res",  # kept from Table 4 for super-resolution; unused until that stage
+    "bov_o",
+    "eov_o",
+    "boa_o",
+    "eoa_o",
     "mask",  # a masked visual-in position (inpaint / outpaint)
 ]
 SPECIAL: dict[str, int] = {name: i for i, name in enumerate(_MARKERS)}
@@ -261,7 +272,9 @@ def _audio_ids(codes: torch.Tensor | None, vocab: Vocab) -> torch.Tensor | None:
         return None
     levels = codes.shape[1]
     if levels > vocab.audio_levels:
-        raise ValueError(f"audio codes have {levels} levels; the vocabulary has {vocab.audio_levels}")
+        raise ValueError(
+            f"audio codes have {levels} levels; the vocabulary has {vocab.audio_levels}"
+        )
     level_offset = torch.arange(levels, device=codes.device)[None, :, None] * vocab.audio_codes
     return (codes + vocab.audio_offset + level_offset).flatten(1)  # (B, levels * frames)
 

@@ -71,7 +71,9 @@ def test_the_wheel_ships_the_demo_checkpoint_and_serves_it(tmp_path: Path) -> No
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     env.pop("VIDEOPOET_MODEL", None)
-    probe = "from core.config import Settings; import models; print(Settings().model, models.__file__)"
+    probe = (
+        "from core.config import Settings; import models; print(Settings().model, models.__file__)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

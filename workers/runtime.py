@@ -64,7 +64,9 @@ def load_pipeline(settings: Settings) -> tuple[GenerationPipeline, float]:
     else:
         from models import load_pipeline as load
 
-        pipeline = load(settings.model, device=device, dtype=settings.dtype, compile=settings.compile)
+        pipeline = load(
+            settings.model, device=device, dtype=settings.dtype, compile=settings.compile
+        )
     seconds = time.perf_counter() - started
     logger.info("loaded model %s on %s in %.1f s", pipeline.card.name, device, seconds)
     return pipeline, seconds

@@ -110,9 +110,7 @@ class VideoWorker(SimpleWorker):
             running.append((job, self.start_execution(job)))
             if self.batcher is not None:
                 try:
-                    companions = self.batcher.companions(
-                        job, queue, stop=lambda: self.stopping
-                    )
+                    companions = self.batcher.companions(job, queue, stop=lambda: self.stopping)
                 except Exception:  # Redis away for a moment: run the first job alone
                     logger.warning(
                         "could not look for jobs to batch with %s", job.id, exc_info=True
