@@ -248,6 +248,32 @@ def decode_audio(
     return np.frombuffer(raw, np.float32).copy()
 
 
+def decode_frames(
+    path: str | Path, *, fps: float, width: int, height: int, timeout: float = DEFAULT_TIMEOUT
+) -> np.ndarray:
+    """Frames (T, height, width, 3) uint8 resampled to `fps` and scaled, area-averaged, to
+    exactly width x height (the aspect is not kept): a model card's clip, for training.
+
+    Unlike `decode_video` it does not probe first: the size is given, and a training set
+    decodes many files."""
+    stream = (
+        ffmpeg.input(str(path))
+        .video.filter("fps", fps=fps)
+        .filter("scale", width, height, flags="area")
+    )
+    args = (
+        ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24")
+        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+        .compile(cmd=ffmpeg_exe())
+    )
+    raw = _run(args, timeout=timeout)
+    frame_bytes = width * height * 3
+    if len(raw) < frame_bytes:
+        raise MediaError("the video has no decodable frame")
+    frames = np.frombuffer(raw[: len(raw) // frame_bytes * frame_bytes], np.uint8)
+    return frames.reshape(-1, height, width, 3)
+
+
 def _check_frames(frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3:
