@@ -1,0 +1,111 @@
+"""Training data: the Shapes-AV world generated on the fly, or a JSONL file of videos decoded
+through `models.media`, as `Example`s at a model card's size, frame rate and sample rate."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models import media
+from models.conditioning import fit_length, fit_samples, resize_frames
+from models.train.errors import TrainingError
+
+
+@dataclass
+class Example:
+    frames: np.ndarray  # (T, H, W, 3) uint8 at the card's size and frame rate
+    audio: np.ndarray  # (N,) float32 mono at the card's sample rate
+    caption: str
+
+
+class ShapesAVData:
+    """The Shapes-AV world at a card's size: example i is the training clip of seed base + i."""
+
+    def __init__(self, card, size: int = 1_000_000, seed: int = 0):
+        self.card, self.size, self.seed = card, size, seed
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> Example:
+        from models import shapes_av
+
+        clip = shapes_av.generate_clip(self.seed + int(i), split="train")
+        frames = resize_frames(clip.frames, self.card.height, self.card.width)
+        return Example(frames, clip.audio, clip.caption)
+
+
+class JsonlVideoData:
+    """A JSONL file of {"video": path, "caption": text}; relative paths are from the file's folder.
+
+    Each item is decoded (`models.media`, with a timeout) when asked for; a video with no
+    audio gets silence.
+    """
+
+    def __init__(self, path: str | Path, card, timeout: float = media.DEFAULT_TIMEOUT):
+        self.path = Path(path)
+        self.card, self.timeout = card, timeout
+        self.items = []
+        for n, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "video" not in row:
+                raise TrainingError(
+                    f'{self.path}:{n}: each line needs a "video" path (and a "caption")'
+                )
+            video = Path(row["video"])
+            self.items.append(
+                (
+                    video if video.is_absolute() else self.path.parent / video,
+                    str(row.get("caption") or ""),
+                )
+            )
+        if not self.items:
+            raise TrainingError(f"{self.path} lists no videos")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Example:
+        video, caption = self.items[int(i)]
+        card = self.card
+        try:
+            frames = media.decode_frames(
+                video, fps=card.fps, width=card.width, height=card.height, timeout=self.timeout
+            )
+        except media.MediaError as exc:
+            raise TrainingError(f"ffmpeg could not decode {video}: {exc}") from exc
+        try:
+            audio = media.decode_audio(video, sample_rate=card.sample_rate, timeout=self.timeout)
+        except media.MediaTimeout as exc:
+            raise TrainingError(f"ffmpeg could not decode the audio of {video}: {exc}") from exc
+        except media.MediaError:  # no audio stream: silence
+            audio = np.zeros(0, np.float32)
+        n = round(len(frames) / card.fps * card.sample_rate)
+        return Example(frames, fit_samples(audio, n), caption)
+
+
+def open_data(spec: str, card, seed: int = 0):
+    """`shapes-av`, `shapes-av:N` (its first N clips only) or a .jsonl path -> Examples."""
+    if spec == "shapes-av":
+        return ShapesAVData(card, seed=seed)
+    if spec.startswith("shapes-av:") and spec.split(":", 1)[1].isdigit():
+        return ShapesAVData(card, size=int(spec.split(":", 1)[1]), seed=seed)
+    if spec.endswith(".jsonl"):
+        return JsonlVideoData(spec, card)
+    raise TrainingError(
+        f'--data must be \'shapes-av[:N]\' or a .jsonl file of {{"video", "caption"}}; got {spec!r}'
+    )
+
+
+def clip_window(ex: Example, frames: int, card, rng: np.random.Generator) -> Example:
+    """A random window of `frames` frames (held at the end if short) and its audio."""
+    start = int(rng.integers(0, max(1, len(ex.frames) - frames + 1)))
+    f = fit_length(ex.frames[start:], frames)
+    s0 = round(start / card.fps * card.sample_rate)
+    a = fit_samples(ex.audio[s0:], round(frames / card.fps * card.sample_rate))
+    return Example(f, a, ex.caption)
