@@ -1,6 +1,6 @@
 """Make docs/demo_sheet.png: what a checkpoint generates, one row per prompt or task.
 
-    python docs/contact_sheet.py [--model demo] [-o docs/demo_sheet.png] [--frames 6]
+    python -m research.contact_sheet [--model demo] [-o PNG] [--frames 6]
 
 Each row is a label, then frames spread over the generated clip (first to last). Input-driven
 tasks show their input first: image_to_video its image, stylize the source clip's frames in the
@@ -11,18 +11,15 @@ with the held-out templates, so nothing in the sheet was a training caption.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import resize_frames
 from models.pipeline import GenerationInputs, load_pipeline
 from models.spec import Task, TaskSpec
+from research import DOCS
 
 SCALE = 2
 LABEL_W = 360
@@ -107,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale (default: the model card's)")
-    parser.add_argument("-o", "--output", default="docs/demo_sheet.png")
+    parser.add_argument("-o", "--output", default=str(DOCS / "demo_sheet.png"))
     args = parser.parse_args(argv)
     sheet = build(args.model, args.frames, args.seed, args.guidance)
     cv2.imwrite(args.output, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

@@ -1,6 +1,6 @@
 """How much of text_to_video's motion do the held-out phrasings cost?
 
-    python docs/phrasing_probe.py [--model demo] [--n 96] [--seed 1] [--threads 2]
+    python -m research.phrasing_probe [--model demo] [--n 96] [--seed 1] [--threads 2]
 
 Generates text_to_video for the same n held-out clips twice: prompted with the held-out
 phrasings (the captions `videopoet eval` uses) and with captions of those clips written in the
@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import evaluate as ev
 from models import shapes_av as av

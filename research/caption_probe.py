@@ -1,7 +1,7 @@
 """Can a small reader of the frozen text encoder's states tell a caption's motion, when fitted on
 training phrasings and asked about held-out ones?
 
-    python docs/caption_probe.py [--train 1500] [--heldout 300] [--threads 2]
+    python -m research.caption_probe [--train 1500] [--heldout 300] [--threads 2]
 
 No LM is involved: this asks what the text encoder's states make easy. Three readers are fitted
 on the motion of `--train` training captions (Shapes-AV clips 0 onwards, training phrasings) and
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.text_encoder import load_text_encoder

@@ -1,6 +1,6 @@
 """Which attributes can be read off the tokens themselves? Print a linear probe's accuracy.
 
-    python docs/token_probe.py [--model demo] [--n 600] [--threads 1]
+    python -m research.token_probe [--model demo] [--n 600] [--threads 1]
 
 n Shapes-AV training clips are tokenized with the checkpoint's tokenizers: the first frame
 (an image: its latent frame 0) by the video tokenizer, the soundtrack by the audio tokenizer.
@@ -16,19 +16,15 @@ colour, size and background. Shape is in the arrangement: `--grid` adds a small 
 the grid of code bits (what the decoder reads: the image's h x w places, one +-1 per bit),
 which reads the shape a bag cannot. (Motion is not probed.)
 
-    python docs/token_probe.py --model demo --n 3000 --grid    # ~5 min on 2 CPU threads
+    python -m research.token_probe --model demo --n 3000 --grid    # ~5 min on 2 CPU threads
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import resize_frames

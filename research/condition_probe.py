@@ -1,6 +1,6 @@
 """Does an LM use each task's input? Print how much its loss rises with another clip's input.
 
-    python docs/condition_probe.py [--model demo] [--n 16] [--others 5] [--threads 1]
+    python -m research.condition_probe [--model demo] [--n 16] [--others 5] [--threads 1]
 
 For n Shapes-AV training clips, each conditioned task's output (the clip's own tokens) is
 scored by the LM's cross-entropy twice over: with the clip's own input (caption, first frame,
@@ -19,19 +19,22 @@ stay the clip's own (no text is dropped).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import resize_frames
 from models.pipeline import load_pipeline
 from models.spec import Task
-from models.train import Example, _lm_batch, clip_window, encode_captions, token_losses, tokenize_examples
+from models.train import (
+    Example,
+    clip_window,
+    encode_captions,
+    lm_batch,
+    token_losses,
+    tokenize_examples,
+)
 
 # task -> the part of a clip's tokens that is its input ("video:K": the first K latent frames)
 INPUTS = {
@@ -73,7 +76,7 @@ def with_input(d: dict, task: Task, source: np.ndarray, context: int) -> dict:
 def row_losses(pipe, task: Task, d: dict) -> np.ndarray:
     """(n,) mean cross-entropy per output token of each clip, with no text dropped."""
     n = len(d["video"])
-    b = _lm_batch(task, d, np.arange(n), pipe.layouts[task], pipe.vocab, pipe.shapes,
+    b = lm_batch(task, d, np.arange(n), pipe.layouts[task], pipe.vocab, pipe.shapes,
                   np.random.default_rng(0), text_drop=0.0)
     ce = token_losses(pipe.lm, b["batch"], pipe.vocab, b["text_len"])
     total = sum(v.sum(1) for v in ce.values())

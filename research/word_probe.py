@@ -1,6 +1,6 @@
 """Does an LM read the words for each attribute? Print how much its loss rises without them.
 
-    python docs/word_probe.py [--model demo] [--n 24] [--threads 1]
+    python -m research.word_probe [--model demo] [--n 24] [--threads 1]
 
 For n clips of the Shapes-AV training split, text_to_video's cross-entropy (nats per token) is measured on
 each latent frame of the clip's own tokens: with its own caption, then with one attribute's
@@ -17,13 +17,9 @@ first row, the LM has learnt its training clips by heart and need not read their
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import fit_length, resize_frames

@@ -1,6 +1,6 @@
 """Do the audio codes follow the sound or the waveform? Print how many survive a tiny delay.
 
-    python docs/audio_code_probe.py [--model demo] [--n 8] [--threads 1]
+    python -m research.audio_code_probe [--model demo] [--n 8] [--threads 1]
 
 Each of n Shapes-AV soundtracks is encoded as it is and delayed by 2, 8 and 16 samples
 (0.125, 0.5 and 1 ms at 16 kHz: far below what an ear or a video can tell). The table gives the
@@ -12,13 +12,9 @@ change, and a video cannot tell an LM which of those to write (video_to_audio).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.pipeline import load_pipeline

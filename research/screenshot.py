@@ -1,7 +1,7 @@
 """Make docs/playground.png: the playground of a running server, showing a video it generated.
 
     videopoet serve &                      # or docker compose up
-    python docs/screenshot.py [--url http://127.0.0.1:8000] [--key KEY] [-o docs/playground.png]
+    python -m research.screenshot [--url http://127.0.0.1:8000] [--key KEY] [-o PNG]
 
 Drives Debian's Chromium (/usr/bin/chromium, or --chromium PATH) with Playwright, as the
 playground's test does.
@@ -13,6 +13,8 @@ import argparse
 import sys
 
 from playwright.sync_api import sync_playwright
+
+from research import DOCS
 
 ARGS = [
     "--headless",
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="7")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the job")
-    parser.add_argument("-o", "--output", default="docs/playground.png")
+    parser.add_argument("-o", "--output", default=str(DOCS / "playground.png"))
     args = parser.parse_args(argv)
 
     with sync_playwright() as p:

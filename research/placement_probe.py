@@ -1,6 +1,6 @@
 """Does text_to_video put the object where the prompted motion starts? Where it fails, which part.
 
-    python docs/placement_probe.py [--model demo] [--n 48] [--threads 1] [--without grid,caption]
+    python -m research.placement_probe [--model demo] [--n 48] [--threads 1] [--without grid,caption]
 
 A Shapes-AV object starts where its whole path stays inside the frame (`shapes_av.start_box`):
 one that moves left starts in the right part of the frame, one that moves up in the lower part.
@@ -23,13 +23,9 @@ first: what the model does without them.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import evaluate as ev
 from models import shapes_av as av

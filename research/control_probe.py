@@ -1,6 +1,6 @@
 """What does the video tokenizer keep of the stylize control? Print it.
 
-    python docs/control_probe.py [--model demo] [--n 48] [--control wheel|channels]
+    python -m research.control_probe [--model demo] [--n 48] [--control wheel|channels]
 
 The LM reads the stylize control (models/conditioning.py: a source video's optical flow and
 depth-like map) only as the video tokenizer's codes. Here n held-out Shapes-AV clips are turned
@@ -13,20 +13,16 @@ Both read the true motion off the control before the round trip; what is left af
 the LM can read. `--control channels` is the pipeline's control (flow x, y and depth as the R, G, B channels);
 `--control wheel` an experiment: the flow's direction as a hue over the depth-like map.
 
-    python docs/control_probe.py --model demo --n 48    # ~1 min on 2 CPU threads
+    python -m research.control_probe --model demo --n 48    # ~1 min on 2 CPU threads
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models import shapes_av as av
 from models.conditioning import depth_like, optical_flow, stylize_control
@@ -108,14 +104,14 @@ CONTROLS = {"wheel": (wheel_control, wheel_path, wheel_direction),
             "channels": (stylize_control, channels_path, channels_direction)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="demo")
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--seed", type=int, default=1, help="held-out clips of this seed")
     ap.add_argument("--control", choices=sorted(CONTROLS), default="channels")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     draw, path, direction = CONTROLS[args.control]
     tokenizer = tokenizers_only(args.model, "cpu").video_tokenizer
