@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> dict[int, np.ndarray]:
     print("|---" * (levels + 1) + "|")
     for delay, same in result.items():
         ms = 1000 * delay / av.SAMPLE_RATE
-        print(f"| {delay} samples ({ms:.3g} ms) | " + " | ".join(f"{100 * v:.0f} %" for v in same) + " |")
+        print(
+            f"| {delay} samples ({ms:.3g} ms) | "
+            + " | ".join(f"{100 * v:.0f} %" for v in same)
+            + " |"
+        )
     return result
 
 

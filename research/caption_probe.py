@@ -100,8 +100,10 @@ def main(argv=None) -> None:
         with torch.no_grad():
             on_train = (reader(st, mt).argmax(1) == yt).float().mean().item()
             got = reader(sh, mh).argmax(1)
-        print(f"\n{name}: training phrasings {100 * on_train:.0f} %, held-out phrasings "
-              f"{100 * (got == yh).float().mean().item():.0f} %")
+        print(
+            f"\n{name}: training phrasings {100 * on_train:.0f} %, held-out phrasings "
+            f"{100 * (got == yh).float().mean().item():.0f} %"
+        )
         conf = collections.Counter(zip(yh.tolist(), got.tolist()))
         print("prompted \\ read " + " ".join(f"{m[:5]:>5}" for m in MOTIONS))
         for i, m in enumerate(MOTIONS):

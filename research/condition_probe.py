@@ -51,12 +51,24 @@ def tokenize(pipe, clips: list[av.Clip]) -> dict:
     """The clips in the LM stage's data layout (`train.build_lm_data`): tokens and caption states."""
     card = pipe.card
     rng = np.random.default_rng(0)  # clip_window: the first window of the card's clip length
-    exs = [clip_window(Example(resize_frames(c.frames, card.height, card.width), c.audio, c.caption),
-                       card.clip_frames, card, rng) for c in clips]
-    video, control, audio = tokenize_examples(exs, pipe.video_tokenizer, pipe.audio_tokenizer,
-                                              pipe.shapes.clip_samples)
-    return {"video": video, "control": control, "audio": audio,
-            **encode_captions(pipe.text_encoder, [c.caption for c in clips])}
+    exs = [
+        clip_window(
+            Example(resize_frames(c.frames, card.height, card.width), c.audio, c.caption),
+            card.clip_frames,
+            card,
+            rng,
+        )
+        for c in clips
+    ]
+    video, control, audio = tokenize_examples(
+        exs, pipe.video_tokenizer, pipe.audio_tokenizer, pipe.shapes.clip_samples
+    )
+    return {
+        "video": video,
+        "control": control,
+        "audio": audio,
+        **encode_captions(pipe.text_encoder, [c.caption for c in clips]),
+    }
 
 
 def with_input(d: dict, task: Task, source: np.ndarray, context: int) -> dict:
@@ -76,8 +88,16 @@ def with_input(d: dict, task: Task, source: np.ndarray, context: int) -> dict:
 def row_losses(pipe, task: Task, d: dict) -> np.ndarray:
     """(n,) mean cross-entropy per output token of each clip, with no text dropped."""
     n = len(d["video"])
-    b = lm_batch(task, d, np.arange(n), pipe.layouts[task], pipe.vocab, pipe.shapes,
-                  np.random.default_rng(0), text_drop=0.0)
+    b = lm_batch(
+        task,
+        d,
+        np.arange(n),
+        pipe.layouts[task],
+        pipe.vocab,
+        pipe.shapes,
+        np.random.default_rng(0),
+        text_drop=0.0,
+    )
     ce = token_losses(pipe.lm, b["batch"], pipe.vocab, b["text_len"])
     total = sum(v.sum(1) for v in ce.values())
     return (total / sum(v.shape[1] for v in ce.values())).numpy()
@@ -93,24 +113,42 @@ def probe(model: str = "demo", n: int = 16, others: int = 5) -> dict[str, dict[s
     context = pipe.shapes.t_context
     result = {}
     for task in INPUTS:
-        scores = np.stack([row_losses(pipe, task, with_input(d, task, np.roll(np.arange(n), -k), context))
-                           for k in range(min(others, n - 1) + 1)], axis=1)  # (n, 1 + others)
+        scores = np.stack(
+            [
+                row_losses(pipe, task, with_input(d, task, np.roll(np.arange(n), -k), context))
+                for k in range(min(others, n - 1) + 1)
+            ],
+            axis=1,
+        )  # (n, 1 + others)
         result[task.value] = _summary(scores)
     # text_to_video again, the caption differing in its motion words only: own first
     variants = [[c.caption for c in clips]] + [
-        [av.reword(c.caption, c.labels["motion"],
-                   av.MOTIONS[(av.MOTIONS.index(c.labels["motion"]) + k) % len(av.MOTIONS)])
-         for c in clips] for k in range(1, len(av.MOTIONS))]
-    scores = [row_losses(pipe, Task.text_to_video, d | encode_captions(pipe.text_encoder, captions))
-              for captions in variants]
+        [
+            av.reword(
+                c.caption,
+                c.labels["motion"],
+                av.MOTIONS[(av.MOTIONS.index(c.labels["motion"]) + k) % len(av.MOTIONS)],
+            )
+            for c in clips
+        ]
+        for k in range(1, len(av.MOTIONS))
+    ]
+    scores = [
+        row_losses(pipe, Task.text_to_video, d | encode_captions(pipe.text_encoder, captions))
+        for captions in variants
+    ]
     result["text_to_video (motion only)"] = _summary(np.stack(scores, axis=1))
     return result
 
 
 def _summary(scores: np.ndarray) -> dict[str, float]:
     own, rest = scores[:, 0], scores[:, 1:]
-    return {"own": float(own.mean()), "rise": float((rest - own[:, None]).mean()),
-            "rank1": float(np.mean(scores.argmin(1) == 0)), "chance": 1.0 / scores.shape[1]}
+    return {
+        "own": float(own.mean()),
+        "rise": float((rest - own[:, None]).mean()),
+        "rank1": float(np.mean(scores.argmin(1) == 0)),
+        "chance": 1.0 / scores.shape[1],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
@@ -122,13 +160,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = probe(args.model, args.n, args.others)
-    print(f"LM loss with each task's own input and with other clips' ({args.model}, {args.n} training clips)")
-    print("| task (input swapped) | own, nats/token | rise with another's | own input ranks first | chance |")
+    print(
+        f"LM loss with each task's own input and with other clips' ({args.model}, {args.n} training clips)"
+    )
+    print(
+        "| task (input swapped) | own, nats/token | rise with another's | own input ranks first | chance |"
+    )
     print("|---|---|---|---|---|")
     for task, r in result.items():
         key = "motion words" if "motion" in task else INPUTS[Task(task)]
-        print(f"| {task.split(' ')[0]} ({key}) | {r['own']:.3f} | {r['rise']:+.3f} | "
-              f"{100 * r['rank1']:.0f} % | {100 * r['chance']:.0f} % |")
+        print(
+            f"| {task.split(' ')[0]} ({key}) | {r['own']:.3f} | {r['rise']:+.3f} | "
+            f"{100 * r['rank1']:.0f} % | {100 * r['chance']:.0f} % |"
+        )
     return result
 
 

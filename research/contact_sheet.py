@@ -37,7 +37,9 @@ def _row(label: str, cells: list[np.ndarray | None], size: int) -> np.ndarray:
     row = np.full((side + 2 * GAP, LABEL_W + len(cells) * (side + GAP)), 255, np.uint8)
     row = np.repeat(row[..., None], 3, axis=2)
     for i, line in enumerate(_wrap(label, 40)[: max(1, (side + GAP) // 20)]):
-        cv2.putText(row, line, (6, 22 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA)
+        cv2.putText(
+            row, line, (6, 22 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (20, 20, 20), 1, cv2.LINE_AA
+        )
     for j, cell in enumerate(cells):
         if cell is None:
             continue
@@ -80,20 +82,33 @@ def build(model: str, k: int, seed: int, guidance: float | None) -> np.ndarray:
         rows.append(_row(f"text_to_video: {p}", [None] + _pick(r.frames, k), size))
 
     image = held[1]
-    r = pipe.generate(TaskSpec(task=Task.image_to_video, prompt=image.caption, **sampling),
-                      GenerationInputs(image=image.frames[0]))
-    rows.append(_row(f"image_to_video (image first): {image.caption}", [image.frames[0]] + _pick(r.frames, k), size))
+    r = pipe.generate(
+        TaskSpec(task=Task.image_to_video, prompt=image.caption, **sampling),
+        GenerationInputs(image=image.frames[0]),
+    )
+    rows.append(
+        _row(
+            f"image_to_video (image first): {image.caption}",
+            [image.frames[0]] + _pick(r.frames, k),
+            size,
+        )
+    )
 
     source = held[2]
     styled = av.restyle(source.spec, np.random.default_rng(seed))
     prompt = av.caption(styled, np.random.default_rng([styled.seed, 2]), "heldout")
     rows.append(_row("stylize, source clip:", [None] + _pick(source.frames, k), size))
-    r = pipe.generate(TaskSpec(task=Task.stylize, prompt=prompt, **sampling),
-                      GenerationInputs(video=source.frames, video_fps=card.fps))
+    r = pipe.generate(
+        TaskSpec(task=Task.stylize, prompt=prompt, **sampling),
+        GenerationInputs(video=source.frames, video_fps=card.fps),
+    )
     rows.append(_row(f"stylized: {prompt}", [None] + _pick(r.frames, k), size))
 
     width = max(row.shape[1] for row in rows)
-    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    rows = [
+        np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255)
+        for row in rows
+    ]
     return np.concatenate(rows)
 
 
@@ -102,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo", help="checkpoint folder, shipped name or preset")
     parser.add_argument("--frames", type=int, default=6, help="frames shown per clip")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale (default: the model card's)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the model card's)",
+    )
     parser.add_argument("-o", "--output", default=str(DOCS / "demo_sheet.png"))
     args = parser.parse_args(argv)
     sheet = build(args.model, args.frames, args.seed, args.guidance)

@@ -33,11 +33,14 @@ TRAVEL_FRAMES = av.FRAMES - 1
 
 def path_motion(object_map: np.ndarray) -> str | None:
     """Motion of the centroid of the object's pixels, (T, H, W) bool, over the clip."""
-    cs = [(np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()) if m.sum() >= 6 else None for m in object_map]
+    cs = [
+        (np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()) if m.sum() >= 6 else None
+        for m in object_map
+    ]
     ok = [i for i, c in enumerate(cs) if c is not None]
     if len(ok) < 4:
         return None
-    head, tail = ok[: max(1, len(ok) // 5)], ok[-max(1, len(ok) // 5):]
+    head, tail = ok[: max(1, len(ok) // 5)], ok[-max(1, len(ok) // 5) :]
     scale = TRAVEL_FRAMES / max(1.0, float(np.mean(tail) - np.mean(head)))
     dx = np.mean([cs[i][0] for i in tail]) - np.mean([cs[i][0] for i in head])
     dy = np.mean([cs[i][1] for i in tail]) - np.mean([cs[i][1] for i in head])
@@ -63,7 +66,10 @@ def wheel_control(frames: np.ndarray) -> np.ndarray:
         hue = np.degrees(np.arctan2(-flow[..., 1], flow[..., 0])) % 360.0  # y grows downwards
         speed = np.hypot(flow[..., 0], flow[..., 1])
         saturation = CONTROL_SATURATION * np.clip(speed / FLOW_FULL_COLOUR_PX, 0.0, 1.0)
-        hsv = np.stack([np.round(hue / 2.0) % 180.0, saturation * 255.0, np.full_like(hue, CONTROL_VALUE)], axis=-1)
+        hsv = np.stack(
+            [np.round(hue / 2.0) % 180.0, saturation * 255.0, np.full_like(hue, CONTROL_VALUE)],
+            axis=-1,
+        )
         colour = cv2.cvtColor(np.round(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB)
         depth = depth_like(frame)[..., None]
         mixed = CONTROL_BACKGROUND * (1.0 - depth) + colour.astype(np.float32) * depth
@@ -72,7 +78,9 @@ def wheel_control(frames: np.ndarray) -> np.ndarray:
 
 
 def wheel_path(control: np.ndarray) -> str | None:
-    return path_motion(np.linalg.norm(control.astype(np.float32) - CONTROL_BACKGROUND, axis=-1) > 60)
+    return path_motion(
+        np.linalg.norm(control.astype(np.float32) - CONTROL_BACKGROUND, axis=-1) > 60
+    )
 
 
 def wheel_direction(control: np.ndarray) -> str:
@@ -87,6 +95,7 @@ def wheel_direction(control: np.ndarray) -> str:
 
 # ---- the control as it was drawn before: R, G = flow x, y; B = depth-like map
 
+
 def channels_path(control: np.ndarray) -> str | None:
     return path_motion(control[..., 2] > 128)
 
@@ -100,8 +109,10 @@ def channels_direction(control: np.ndarray) -> str | None:
     return motion_name(float(v[0]), float(v[1]))
 
 
-CONTROLS = {"wheel": (wheel_control, wheel_path, wheel_direction),
-            "channels": (stylize_control, channels_path, channels_direction)}
+CONTROLS = {
+    "wheel": (wheel_control, wheel_path, wheel_direction),
+    "channels": (stylize_control, channels_path, channels_direction),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,15 +133,22 @@ def main(argv: list[str] | None = None) -> None:
         control = draw(av.make_clip(spec).frames)
         back = round_trip_video(tokenizer, control)
         psnrs.append(psnr(control, back))
-        for name, reader, x in (("path before", path, control), ("path after", path, back),
-                                ("direction before", direction, control),
-                                ("direction after", direction, back)):
+        for name, reader, x in (
+            ("path before", path, control),
+            ("path after", path, back),
+            ("direction before", direction, control),
+            ("direction after", direction, back),
+        ):
             scores[name] += reader(x) == spec.main.motion
-    print(f"control {args.control!r} through {args.model!r}'s video tokenizer, {len(specs)} held-out clips")
+    print(
+        f"control {args.control!r} through {args.model!r}'s video tokenizer, {len(specs)} held-out clips"
+    )
     print(f"  reconstruction PSNR {np.mean(psnrs):.2f} dB")
     for name, hits in scores.items():
-        print(f"  motion read off the {name.split()[0]:<9} {name.split()[1]:<6} the round trip: "
-              f"{100 * hits / len(specs):.0f} %  (chance 17 %)")
+        print(
+            f"  motion read off the {name.split()[0]:<9} {name.split()[1]:<6} the round trip: "
+            f"{100 * hits / len(specs):.0f} %  (chance 17 %)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,22 +29,37 @@ from models.spec import Task, TaskSpec
 
 def confusion(pipe, specs, phrasing: str, seed: int) -> collections.Counter:
     clips = [av.make_clip(s, phrasing=phrasing) for s in specs]
-    out = pipe.generate([TaskSpec(task=Task.text_to_video, prompt=c.caption, seed=seed * 1000 + i,
-                                  guidance_scale=pipe.card.guidance_scale)
-                         for i, c in enumerate(clips)], None)
-    return collections.Counter((c.labels["motion"], ev.classify_motion(o.frames)) for c, o in zip(clips, out))
+    out = pipe.generate(
+        [
+            TaskSpec(
+                task=Task.text_to_video,
+                prompt=c.caption,
+                seed=seed * 1000 + i,
+                guidance_scale=pipe.card.guidance_scale,
+            )
+            for i, c in enumerate(clips)
+        ],
+        None,
+    )
+    return collections.Counter(
+        (c.labels["motion"], ev.classify_motion(o.frames)) for c, o in zip(clips, out)
+    )
 
 
 def train_specs(n: int, seed: int) -> list[av.ClipSpec]:
     """n clips of training combinations, the motions in turn (the same count of each)."""
-    combos = {m: [(s, c) for s in av.SHAPES for c in av.COLOURS if not av.is_heldout(s, c, m)]
-              for m in av.MOTIONS}
+    combos = {
+        m: [(s, c) for s in av.SHAPES for c in av.COLOURS if not av.is_heldout(s, c, m)]
+        for m in av.MOTIONS
+    }
     specs = []
     for i in range(n):
         m = av.MOTIONS[i % len(av.MOTIONS)]
         # a stride of 7 through a motion's 15 (shape, colour) pairs: coprime, so it visits all
         s, c = combos[m][(i // len(av.MOTIONS) * 7) % len(combos[m])]
-        specs.append(av.sample_clip_spec(seed * 1000 + i, split="train", shape=s, colour=c, motion=m))
+        specs.append(
+            av.sample_clip_spec(seed * 1000 + i, split="train", shape=s, colour=c, motion=m)
+        )
     return specs
 
 
@@ -65,7 +80,9 @@ def main(argv=None) -> None:
     for phrasing in ("heldout", "train"):
         conf = confusion(pipe, specs, phrasing, args.seed)
         right = sum(v for (true, got), v in conf.items() if true == got)
-        print(f"\n{phrasing} phrasings: motion right {right}/{args.n} ({100 * right / args.n:.0f} %)")
+        print(
+            f"\n{phrasing} phrasings: motion right {right}/{args.n} ({100 * right / args.n:.0f} %)"
+        )
         print("prompted \\ drawn " + " ".join(f"{m[:5]:>5}" for m in av.MOTIONS) + "  lost")
         for m in av.MOTIONS:
             cells = " ".join(f"{conf[(m, g)]:5d}" for g in av.MOTIONS)

@@ -55,7 +55,9 @@ def chance_of_fit(size: str, motion: str, draws: int = 4000) -> float:
     hits = 0
     for _ in range(draws):
         o = av.sample_object(rng, split="train", size=size)
-        hits += xlo - SLACK_PX <= o.x0 <= xhi + SLACK_PX and ylo - SLACK_PX <= o.y0 <= yhi + SLACK_PX
+        hits += (
+            xlo - SLACK_PX <= o.x0 <= xhi + SLACK_PX and ylo - SLACK_PX <= o.y0 <= yhi + SLACK_PX
+        )
     return hits / draws
 
 
@@ -70,8 +72,13 @@ def silence(lm: torch.nn.Module, parts: list[str]) -> None:
                 p.zero_()
 
 
-def probe(model: str = "demo", n: int = 48, seed: int = 0, guidance: float | None = None,
-          without: list[str] | None = None) -> dict[str, dict[str, float | int | None]]:
+def probe(
+    model: str = "demo",
+    n: int = 48,
+    seed: int = 0,
+    guidance: float | None = None,
+    without: list[str] | None = None,
+) -> dict[str, dict[str, float | int | None]]:
     """{prompted motion or "all moving": {clips, start fits, chance, motion right, motion right
     when start fits}} over n held-out clips."""
     pipe = load_pipeline(model, device="cpu")
@@ -80,8 +87,14 @@ def probe(model: str = "demo", n: int = 48, seed: int = 0, guidance: float | Non
     specs = av.heldout_specs(n, seed=12345 + seed)  # the eval's clips
     clips = [av.make_clip(s, phrasing="heldout") for s in specs]
     g = card.guidance_scale if guidance is None else guidance
-    out = pipe.generate([TaskSpec(task=Task.text_to_video, prompt=c.caption, seed=seed * 1000 + i, guidance_scale=g)
-                         for i, c in enumerate(clips)])
+    out = pipe.generate(
+        [
+            TaskSpec(
+                task=Task.text_to_video, prompt=c.caption, seed=seed * 1000 + i, guidance_scale=g
+            )
+            for i, c in enumerate(clips)
+        ]
+    )
     scale = card.width / av.SIZE
     rows: dict[str, list] = {}
     for clip, result in zip(clips, out):
@@ -119,13 +132,24 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     torch.set_num_threads(args.threads)
     without = [w for w in args.without.split(",") if w]
     table = probe(args.model, args.n, guidance=args.guidance, without=without)
-    print(f"text_to_video, {args.n} held-out captions ({args.model}"
-          + (f", without {', '.join(without)}" if without else "") + ")")
-    print("| prompted motion | clips | start fits | chance | motion right | motion right when start fits |")
+    print(
+        f"text_to_video, {args.n} held-out captions ({args.model}"
+        + (f", without {', '.join(without)}" if without else "")
+        + ")"
+    )
+    print(
+        "| prompted motion | clips | start fits | chance | motion right | motion right when start fits |"
+    )
     print("|---|---|---|---|---|---|")
     for key, r in table.items():
-        when = "n/a" if r["motion right when start fits"] is None else f"{r['motion right when start fits']:.0%}"
-        print(f"| {key} | {r['clips']} | {r['start fits']:.0%} | {r['chance']:.0%} | {r['motion right']:.0%} | {when} |")
+        when = (
+            "n/a"
+            if r["motion right when start fits"] is None
+            else f"{r['motion right when start fits']:.0%}"
+        )
+        print(
+            f"| {key} | {r['clips']} | {r['start fits']:.0%} | {r['chance']:.0%} | {r['motion right']:.0%} | {when} |"
+        )
     return table
 
 

@@ -32,18 +32,28 @@ from models.evaluate import tokenizers_only
 from models.video_tokenizer import VideoTokenizer
 
 # attribute -> the tokens it is read from
-ATTRIBUTES = {"colour": "video", "shape": "video", "size": "video", "background": "video",
-              "timbre": "audio", "size (loudness)": "audio"}
+ATTRIBUTES = {
+    "colour": "video",
+    "shape": "video",
+    "size": "video",
+    "background": "video",
+    "timbre": "audio",
+    "size (loudness)": "audio",
+}
 
 
 def bags(codes: torch.Tensor, size: int) -> torch.Tensor:
     """(n, ...) integer codes in [0, size) -> (n, size): the share of each code per row."""
     flat = codes.reshape(len(codes), -1).long()
-    counts = torch.zeros(len(codes), size).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float))
+    counts = torch.zeros(len(codes), size).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=torch.float)
+    )
     return counts / flat.shape[1]
 
 
-def probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8, steps: int = 300) -> float:
+def probe_accuracy(
+    x: torch.Tensor, labels: list[str], train_share: float = 0.8, steps: int = 300
+) -> float:
     """Fit a logistic regression on the first rows, return its accuracy on the rest."""
     names = sorted(set(labels))
     y = torch.tensor([names.index(v) for v in labels])
@@ -54,7 +64,9 @@ def probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
     opt = torch.optim.Adam([w, b], lr=0.05)
     with torch.enable_grad():  # callers may run under no_grad
         for _ in range(steps):
-            loss = torch.nn.functional.cross_entropy(x[:cut] @ w + b, y[:cut]) + 1e-3 * w.pow(2).sum()
+            loss = (
+                torch.nn.functional.cross_entropy(x[:cut] @ w + b, y[:cut]) + 1e-3 * w.pow(2).sum()
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -62,8 +74,9 @@ def probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
         return float(((x[cut:] @ w + b).argmax(1) == y[cut:]).float().mean())
 
 
-def grid_probe_accuracy(x: torch.Tensor, labels: list[str], train_share: float = 0.8,
-                        epochs: int = 40, width: int = 64) -> float:
+def grid_probe_accuracy(
+    x: torch.Tensor, labels: list[str], train_share: float = 0.8, epochs: int = 40, width: int = 64
+) -> float:
     """Fit a small CNN (three 3x3 convolutions, a max over places, a linear layer) on the first
     rows of x (n, C, h, w), return its accuracy on the rest. Unlike a bag, it sees where each
     code is relative to its neighbours, and the max over places ignores where the object is."""
@@ -110,8 +123,10 @@ def probe(model: str = "demo", n: int = 600, grid: bool = False) -> dict[str, tu
     v, a = torch.cat(video), torch.cat(audio)  # (n, 1, h, w), (n, levels, frames)
     features = {
         "video": bags(v, pipe.video_tokenizer.config.codebook_size),
-        "audio": torch.cat([bags(a[:, k], pipe.audio_tokenizer.config.codebook_size)
-                            for k in range(a.shape[1])], dim=1),
+        "audio": torch.cat(
+            [bags(a[:, k], pipe.audio_tokenizer.config.codebook_size) for k in range(a.shape[1])],
+            dim=1,
+        ),
     }
     if grid:  # what the decoder reads: (n, bits, h, w), entries +-1
         bits = pipe.video_tokenizer.tokens_to_codes(v.long()).float()[:, :, 0]
@@ -131,14 +146,19 @@ def main(argv: list[str] | None = None) -> dict[str, tuple[float, float]]:
     p.add_argument("--model", default="demo", help="checkpoint name or folder")
     p.add_argument("--n", type=int, default=600, help="clips (80 %% fit, 20 %% scored)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--grid", action="store_true",
-                   help="also a CNN probe on the video tokens' grid of code bits (needs n in the thousands)")
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        help="also a CNN probe on the video tokens' grid of code bits (needs n in the thousands)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     result = probe(args.model, args.n, grid=args.grid)
-    print(f"attributes read off the tokens ({args.model}, {args.n} clips): a linear probe on "
-          "bags of codes" + (", a CNN on the grid of code bits" if args.grid else ""))
+    print(
+        f"attributes read off the tokens ({args.model}, {args.n} clips): a linear probe on "
+        "bags of codes" + (", a CNN on the grid of code bits" if args.grid else "")
+    )
     print("| attribute | tokens | probe accuracy | chance |")
     print("|---|---|---|---|")
     for attribute, (accuracy, chance) in result.items():

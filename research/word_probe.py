@@ -31,14 +31,20 @@ from models.vocab import Kind, assemble
 
 UNSEEN = 50_000_000  # first seed of the probe's clips: beyond any --clips a run tokenizes
 TRAINED_ON = "own caption, clips it trained on"
-ATTRIBUTES = {"colour": list(av.COLOURS), "shape": list(av.SHAPES), "size": list(av.SIZES),
-              "motion": list(av.MOTIONS)}
+ATTRIBUTES = {
+    "colour": list(av.COLOURS),
+    "shape": list(av.SHAPES),
+    "size": list(av.SIZES),
+    "motion": list(av.MOTIONS),
+}
 
 
 def swap_words(clip: av.Clip, attribute: str, rng: np.random.Generator) -> str:
     """The clip's caption with its `attribute` phrase replaced by another value's."""
     value = clip.labels[attribute]
-    other = [v for v in ATTRIBUTES[attribute] if v != value][rng.integers(len(ATTRIBUTES[attribute]) - 1)]
+    other = [v for v in ATTRIBUTES[attribute] if v != value][
+        rng.integers(len(ATTRIBUTES[attribute]) - 1)
+    ]
     return av.reword(clip.caption, value, other)
 
 
@@ -52,14 +58,24 @@ def probe(model: str = "demo", n: int = 24, seed: int = 0) -> dict[str, np.ndarr
 
     def tokens(seeds) -> tuple[list[av.Clip], torch.Tensor]:
         clips = [av.generate_clip(s, split="train") for s in seeds]
-        pixels = np.stack([fit_length(resize_frames(c.frames, card.height, card.width), card.clip_frames)
-                           for c in clips])
+        pixels = np.stack(
+            [
+                fit_length(resize_frames(c.frames, card.height, card.width), card.clip_frames)
+                for c in clips
+            ]
+        )
         return clips, pipe.video_tokenizer.encode(VideoTokenizer.frames_to_tensor(pixels))
 
     def losses(video: torch.Tensor, captions: list) -> np.ndarray:
         text, mask = pipe.text_encoder(captions)
-        batch = assemble(layout, pipe.vocab, text=text, text_mask=mask, batch_size=n,
-                         visual_out=video.long().flatten(1))
+        batch = assemble(
+            layout,
+            pipe.vocab,
+            text=text,
+            text_mask=mask,
+            batch_size=n,
+            visual_out=video.long().flatten(1),
+        )
         ce = token_losses(pipe.lm, batch, pipe.vocab, pipe.config.text_tokens)[Kind.visual]
         return ce.view(n, video.shape[1], -1).mean((0, 2)).numpy()
 
@@ -84,8 +100,10 @@ def main(argv: list[str] | None = None) -> dict[str, np.ndarray]:
     result = probe(args.model, args.n)
     own = result["own caption"]
     frames = len(own)
-    print(f"text_to_video loss, nats per token, by latent frame ({args.model}, {args.n} clips of the "
-          "training split that `train lm` never draws; rises against the first row)")
+    print(
+        f"text_to_video loss, nats per token, by latent frame ({args.model}, {args.n} clips of the "
+        "training split that `train lm` never draws; rises against the first row)"
+    )
     print("| caption | " + " | ".join(f"frame {t}" for t in range(frames)) + " |")
     print("|---" * (frames + 1) + "|")
     print("| own | " + " | ".join(f"{v:.3f}" for v in own) + " |")
