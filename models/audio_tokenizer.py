@@ -30,18 +30,11 @@ class AudioTokenizerConfig:
     latent_dim: int = 128  # width of the quantized latent (EnCodec uses 128 too)
     num_quantizers: int = 4  # residual VQ levels
     codebook_size: int = 1024  # per level
-    # A code whose EMA usage falls below this is reset to a vector from the batch; keeps the
-    # codebooks alive during training. 0 turns it off (deterministic steps, as in tests).
+    # reset codes used less than this (EMA) to batch vectors: live codebooks; 0: off (tests)
     dead_code_threshold: float = 2.0
-    # What the encoder reads. "wave": the samples (SoundStream's SEANet encoder). "spectrum":
-    # log(1 + |STFT|) of each frame, so the codes cannot depend on the wave's phase, which a
-    # delay of a fraction of a millisecond changes and a video cannot predict.
+    # "wave" (SEANet) or "spectrum" (log |STFT|: no codes for a phase a video cannot predict)
     encoder_input: str = "wave"
-    # Harmonics the decoder adds from a pitch and an amplitude per harmonic it reads off each
-    # frame's latents (a sum of sines with a running phase, as in DDSP), beside its conv output;
-    # 0: none. A conv decoder repeats itself every hop for steady codes (it can only play
-    # multiples of sample_rate / hop); with codes that hold no phase it needs this to play a
-    # steady 160 Hz tone. Training teaches the pitch from the input's spectral peak.
+    # DDSP-style sines the decoder adds (0: none): a conv decoder alone cannot hold a steady pitch
     harmonics: int = 0
 
     # derived in __post_init__
@@ -83,10 +76,12 @@ class AudioTokenizerConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # tests: random init, fast on CPU
     "tiny": {"channels": 4, "latent_dim": 16, "codebook_size": 64, "dead_code_threshold": 0.0},
-    # the shipped checkpoint: Shapes-AV audio is a few gliding tones, 256 codes per level is
-    # plenty and keeps the LM's audio vocabulary at 4 x 256. Width 8 (not 16): ~2x faster
-    # training on 2 CPU cores, and pure tones need little capacity (issue 4).
-    "demo": {"channels": 8, "latent_dim": 64, "codebook_size": 256},
+    # the shipped checkpoint: Shapes-AV audio is a few gliding tones
+    "demo": {
+        "channels": 8,  # pure tones need little width, and narrow trains fast on 2 CPU cores
+        "latent_dim": 64,
+        "codebook_size": 256,  # plenty for tones; keeps the LM's audio vocabulary at 4 x 256
+    },
     # paper-shaped: 4 x 1,024 codes (the LM vocabulary's 4,096 audio codes)
     "paper": {"channels": 32, "latent_dim": 128, "codebook_size": 1024},
 }

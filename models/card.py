@@ -23,13 +23,10 @@ class ModelCard:
     fps: float = 8.0
     clip_frames: int = 17  # 2.125 s at 8 fps: the paper's clip, 5 latent frames
     sample_rate: int = 16_000
-    # Long video: each continuation step conditions on the last `context_frames` frames
-    # (1 + 8: one second plus the causal first frame) and adds `step_frames` new ones.
-    context_frames: int = 9
-    step_frames: int = 8
+    context_frames: int = 9  # long video: each step sees 1 + 8 frames (the causal first, 1 s)
+    step_frames: int = 8  # new frames per continuation step
     max_seconds: float = 60.0
-    # Classifier-free guidance a request gets when it names none (1.0 = off). A trained
-    # checkpoint sets it from `videopoet eval --guidance G` runs; presets leave guidance off.
+    # guidance when a request names none (1.0: off); a trained checkpoint's, from its eval runs
     guidance_scale: float = 1.0
 
     @property

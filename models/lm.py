@@ -30,22 +30,13 @@ class LMConfig:
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
-    # The caption's mean text state, projected (from zeros), added at every position: a path to
-    # the whole caption that needs no attention head to find its words (`caption_vector`).
+    # the caption's mean state at every position: its words reach all tokens with no attention
     text_global: bool = False
-    # Also attention-pooled text states on that path: `text_pool_heads` learnt queries, each a
-    # softmax over the caption's tokens, their weighted states projected (from zeros) and added
-    # with the mean. A mean over ~20 token states blurs the one word that names a direction; a
-    # probe reading MiniLM's mean state (fitted on training captions) sends "travelling right"
-    # to "left", one with 4 attention queries reads 89 % of held-out phrasings' motion (66 %;
-    # `docs/caption_probe.py`).
+    # learnt queries pooling the caption beside the mean, which blurs the one word of direction
     text_pool_heads: int = 0
-    # Learnt embeddings of each visual token's place, its latent frame, row and column within its
-    # segment (from zeros), added to its input: rotary positions alone tell a token how far it is
-    # from another, not where in the frame it is. grid_size (frames, rows, cols) is derived from
-    # the video tokenizer and the card by the pipeline.
+    # embed each visual token's frame, row and column: rotary positions give distance, not place
     grid_positions: bool = False
-    grid_size: tuple[int, int, int] = (0, 0, 0)
+    grid_size: tuple[int, int, int] = (0, 0, 0)  # (frames, rows, cols), set by the pipeline
     ffn_hidden: int = 0  # derived
 
     def __post_init__(self) -> None:
@@ -60,18 +51,18 @@ class LMConfig:
         return self.dim // self.n_heads
 
 
-# Widths and depths of the presets. The paper does not publish its 1B/8B shapes; these follow
-# the usual LLaMA-style ratios (head dim 128 for the big ones) and land on the named sizes with
-# the paper's 266,496-token vocabulary (untied input and output embeddings: 2 x 0.55 B of the
-# 1B model's and 2 x 2.2 B of the 8B model's parameters). `videopoet info` prints the counts.
+# The paper does not publish its 1B/8B shapes: LLaMA-style ratios (head dim 128) that reach the
+# named sizes with its 266,496-token vocabulary, untied embeddings included (`videopoet info`).
 LM_PRESETS: dict[str, dict] = {
     "tiny": dict(dim=64, n_layers=2, n_heads=4),
-    # ~4.6M params. 4 layers of head dim 64 instead of 6 of 32: ~1.5-2x the steps per minute on
-    # 2 CPU cores, which is what limits the demo's training (issue 4). With the caption path
-    # (text_global) and grid positions, as the shipped checkpoint has: without the first the LM
-    # ignored the motion words; trained on with the second, its text_to_video motion went from
-    # 19 to 44 % (README, training record).
-    "demo": dict(dim=256, n_layers=4, n_heads=4, text_global=True, grid_positions=True),
+    # the shipped checkpoint's LM, ~4.6M params
+    "demo": dict(
+        dim=256,
+        n_layers=4,  # of head dim 64: more steps per minute on 2 CPU cores than 6 of 32
+        n_heads=4,
+        text_global=True,  # without it the LM ignores the motion words
+        grid_positions=True,  # where a token is in the frame: where a motion starts
+    ),
     "videopoet-1b": dict(dim=1280, n_layers=16, n_heads=10),
     "videopoet-8b": dict(dim=4096, n_layers=30, n_heads=32),
 }

@@ -32,23 +32,16 @@ from vector_quantize_pytorch import LFQ
 @dataclass
 class VideoTokenizerConfig:
     channels: int = 128  # width of the full-resolution level
-    # One entry per 2x spatial downsample stage: the width after that stage, as a multiple
-    # of `channels`. MAGVIT-v2's (1, 2, 2, 4) also counts the full-resolution level; here the
-    # same network is channels=128, channel_mult=(2, 2, 4). Three stages -> 8x spatial.
-    channel_mult: tuple[int, ...] = (2, 2, 4)
+    channel_mult: tuple[int, ...] = (2, 2, 4)  # width after each 2x down stage, x `channels`
     num_res_blocks: int = 4  # per level, at full resolution and after each stage
-    # Which stages also halve time, causally: T -> (T - 1) // 2 + 1. Two of them give
-    # 17 -> 9 -> 5 and 1 -> 1 -> 1. Time stays whole in the first, finest stage.
+    # stages that also halve time, causally (T -> (T - 1) // 2 + 1): 17 -> 9 -> 5, 1 -> 1 -> 1
     temporal_downsample: tuple[bool, ...] = (False, True, True)
     codebook_bits: int = 18  # LFQ: one bit per latent channel -> 2**18 = 262,144 codes
     entropy_loss_weight: float = 0.1
     commitment_loss_weight: float = 0.25
     image_size: tuple[int, int] = (64, 64)  # (H, W) of training clips; any multiple of 8 encodes
     frames: int = 17  # training clip length; any 4k+1 encodes
-    # The decoder's own widths (None: the encoder's). Sharp edges are drawn by the decoder's
-    # full-resolution layers, so it can be wider there than the encoder without changing
-    # the tokens: a wider decoder can be trained on a trained encoder's codes, and an LM
-    # trained on those codes stays valid (`train video-tokenizer --decoder-only`).
+    # decoder widths (None: the encoder's): wider draws sharper edges with the same tokens
     decoder_channels: int | None = None
     decoder_channel_mult: tuple[int, ...] | None = None
 
@@ -110,22 +103,17 @@ class VideoTokenizerConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # tests: random init, fast on CPU
     "tiny": {"channels": 16, "channel_mult": (1, 2, 2), "num_res_blocks": 1, "codebook_bits": 8},
-    # the shipped checkpoint, trained on 2 CPU cores at 64x64 on the Shapes-AV world. The
-    # full-resolution level costs most (17x64x64 voxels), so it stays very narrow (9) and the
-    # width grows at each stage (18, 36, 72): flat-colour shapes on flat backgrounds need little
-    # capacity at full resolution, and this trains ~4x faster per clip than (32, (1, 2, 4))
-    # (issue 4: ~1 s per step of 4 five-frame crops on 2 shared cores).
-    # 2**10 codes keep LFQ's entropy loss (tokens x codebook) and the LM's vocabulary small.
-    # Entropy weight 0.01, not MAGVIT-v2's 0.1: most patches of this world are the same flat
-    # background, and at 0.1 the codebook-diversity term outweighed reconstruction (it spread
-    # identical patches over many codes; the decoder then lost every object's colour).
-    # Its decoder is wider than its encoder (16 x (2, 4, 6) against 9 x (2, 4, 8)): the shipped
-    # one was trained on the narrow tokenizer's frozen codes (--decoder-only) and raised the
-    # reconstruction from 22.1 to 23.6 dB with the same tokens.
-    "demo": {"channels": 9, "channel_mult": (2, 4, 8), "num_res_blocks": 1, "codebook_bits": 10,
-             "entropy_loss_weight": 0.01, "decoder_channels": 16, "decoder_channel_mult": (2, 4, 6)},
-    # paper-shaped (MAGVIT-v2: 128 x (1, 2, 2, 4), 4 res blocks, 2**18 codes). Training it
-    # needs a GPU; LFQ's entropy loss then holds a (tokens x 262,144) matrix.
+    # the shipped checkpoint: 64x64 Shapes-AV clips, trained on 2 CPU cores
+    "demo": {
+        "channels": 9,  # full resolution costs most, and flat colours need little width there
+        "channel_mult": (2, 4, 8),
+        "num_res_blocks": 1,
+        "codebook_bits": 10,  # keeps LFQ's entropy loss and the LM's vocabulary small
+        "entropy_loss_weight": 0.01,  # mostly flat background: more spreads it over many codes
+        "decoder_channels": 16,  # a wider decoder, trained on the encoder's frozen codes
+        "decoder_channel_mult": (2, 4, 6),
+    },
+    # paper-shaped (MAGVIT-v2's 128 x (1, 2, 2, 4)): its entropy loss needs a GPU to train
     "paper": {
         "channels": 128,
         "channel_mult": (2, 2, 4),
