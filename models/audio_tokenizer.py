@@ -46,7 +46,9 @@ class AudioTokenizerConfig:
         if not self.strides or min(self.strides) < 2:
             raise ValueError(f"strides must each be >= 2; got {self.strides}")
         if self.encoder_input not in ENCODER_INPUTS:
-            raise ValueError(f"encoder_input must be one of {ENCODER_INPUTS}; got {self.encoder_input!r}")
+            raise ValueError(
+                f"encoder_input must be one of {ENCODER_INPUTS}; got {self.encoder_input!r}"
+            )
         if self.harmonics < 0:
             raise ValueError(f"harmonics must be >= 0 (0: none); got {self.harmonics}")
         self.hop_length = math.prod(self.strides)
@@ -175,8 +177,9 @@ class SpectrumEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.pad(x.squeeze(1).float(), (self.hop // 2, self.hop - self.hop // 2))
         window = torch.hann_window(2 * self.hop, device=x.device)  # not a buffer: meta-safe
-        spec = torch.stft(x, 2 * self.hop, self.hop, window=window, center=False,
-                          return_complex=True).abs()
+        spec = torch.stft(
+            x, 2 * self.hop, self.hop, window=window, center=False, return_complex=True
+        ).abs()
         return self.layers(torch.log1p(spec))  # (B, 1, N) -> (B, D, N / hop)
 
 
@@ -198,8 +201,9 @@ class Decoder(nn.Module):
 F0_RANGE_HZ = (40.0, 2560.0)  # the pitches the harmonic source can play (six octaves)
 
 
-def spectral_peak_hz(audio: torch.Tensor, hop: int, sample_rate: int,
-                     floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def spectral_peak_hz(
+    audio: torch.Tensor, hop: int, sample_rate: int, floor: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N) audio -> the strongest partial's frequency per frame (B, N // hop), in Hz, from a
     2048-sample window centred on each frame (parabolic interpolation between bins), and where
     it is loud enough to count ((B, F) bool: peak amplitude above `floor`).
@@ -211,12 +215,16 @@ def spectral_peak_hz(audio: torch.Tensor, hop: int, sample_rate: int,
     n_fft, frames = 2048, audio.shape[1] // hop
     window = torch.hann_window(n_fft, device=audio.device)
     x = nn.functional.pad(audio.float(), (n_fft // 2 - hop // 2, n_fft // 2))
-    spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True).abs()[..., :frames]
+    spec = torch.stft(x, n_fft, hop, window=window, center=False, return_complex=True).abs()[
+        ..., :frames
+    ]
     bin_hz = sample_rate / n_fft
     lo, hi = int(F0_RANGE_HZ[0] / bin_hz) + 1, min(int(F0_RANGE_HZ[1] / bin_hz), spec.shape[1] - 2)
     band = spec[:, lo:hi]  # (B, bins, F)
     peak = band.argmax(1)  # (B, F)
-    a, b, c = (band.gather(1, (peak + d).clamp(0, band.shape[1] - 1)[:, None])[:, 0] for d in (-1, 0, 1))
+    a, b, c = (
+        band.gather(1, (peak + d).clamp(0, band.shape[1] - 1)[:, None])[:, 0] for d in (-1, 0, 1)
+    )
     shift = (0.5 * (a - c) / (a - 2 * b + c).clamp(max=-1e-9)).clamp(-0.5, 0.5)
     hz = (peak + lo + shift) * bin_hz
     return hz, b > floor * window.sum() / 2
@@ -231,10 +239,15 @@ class HarmonicSource(nn.Module):
         super().__init__()
         self.hop, self.rate, self.count = config.hop_length, config.sample_rate, config.harmonics
         width = 2 * config.latent_dim
-        self.head = nn.Sequential(nn.Conv1d(config.latent_dim, width, 3, padding=1), nn.ELU(),
-                                  nn.Conv1d(width, 1 + self.count, 3, padding=1))
+        self.head = nn.Sequential(
+            nn.Conv1d(config.latent_dim, width, 3, padding=1),
+            nn.ELU(),
+            nn.Conv1d(width, 1 + self.count, 3, padding=1),
+        )
 
-    def forward(self, z: torch.Tensor, pitch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, pitch: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, D, F) -> audio (B, F * hop) and the predicted pitch (B, F) in Hz. `pitch`, where
         given (> 0), is played instead of the prediction (training: the input's own, so the
         amplitudes learn on the right partials while the pitch is still being learnt)."""
@@ -283,7 +296,9 @@ class AudioTokenizer(nn.Module):
     def __init__(self, config: AudioTokenizerConfig):
         super().__init__()
         self.config = config
-        self.encoder = SpectrumEncoder(config) if config.encoder_input == "spectrum" else Encoder(config)
+        self.encoder = (
+            SpectrumEncoder(config) if config.encoder_input == "spectrum" else Encoder(config)
+        )
         # ResidualVQ keeps constant buffers outside the state dict; built on the meta device
         # they would stay empty after load_state_dict(..., assign=True), so build it on the
         # CPU then. Its codebooks are buffers (EMA-updated), not parameters.
@@ -352,8 +367,9 @@ class AudioTokenizer(nn.Module):
         z = self.quantizer.get_output_from_indices(rearrange(codes, "b l f -> b f l"))  # (B, F, D)
         return self._synthesize(rearrange(z, "b f d -> b d f"))[0].clamp(-1, 1)
 
-    def _synthesize(self, z: torch.Tensor, pitch: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _synthesize(
+        self, z: torch.Tensor, pitch: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Quantized latents (B, D, F) -> audio (B, F * hop), and the harmonics' pitch (B, F)."""
         audio = self.decoder(z).squeeze(1)
         if self.harmonic is None:
@@ -361,7 +377,9 @@ class AudioTokenizer(nn.Module):
         tone, predicted = self.harmonic(z, pitch)
         return audio + tone, predicted
 
-    def forward(self, audio: torch.Tensor, pitch: torch.Tensor | None = None) -> AudioTokenizerOutput:
+    def forward(
+        self, audio: torch.Tensor, pitch: torch.Tensor | None = None
+    ) -> AudioTokenizerOutput:
         """Reconstruct audio (B, N) through the quantizer, for training (trims to whole hops).
 
         pitch (B, N // hop) Hz, 0 where unknown: what the harmonic source plays instead of its

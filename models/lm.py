@@ -164,25 +164,32 @@ class PrefixLM(nn.Module):
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
         self.text_proj = nn.Linear(config.text_dim, config.dim)
-        self.text_global = nn.Linear(config.text_dim, config.dim, bias=False) if config.text_global else None
+        self.text_global = (
+            nn.Linear(config.text_dim, config.dim, bias=False) if config.text_global else None
+        )
         if config.text_pool_heads and not config.text_global:
             raise ValueError("text_pool_heads adds to the caption path: it needs text_global")
         k = config.text_pool_heads
         self.text_pool_score = nn.Linear(config.text_dim, k) if k else None
         self.text_pool = nn.Linear(k * config.text_dim, config.dim, bias=False) if k else None
         if config.grid_positions and min(config.grid_size) <= 0:
-            raise ValueError(f"grid_positions needs a grid_size (frames, rows, cols); got {config.grid_size}")
+            raise ValueError(
+                f"grid_positions needs a grid_size (frames, rows, cols); got {config.grid_size}"
+            )
         # index 0 of each table: not a visual position (stays zero)
-        self.grid = nn.ModuleList(
-            nn.Embedding(n + 1, config.dim, padding_idx=0) for n in config.grid_size
-        ) if config.grid_positions else None
+        self.grid = (
+            nn.ModuleList(nn.Embedding(n + 1, config.dim, padding_idx=0) for n in config.grid_size)
+            if config.grid_positions
+            else None
+        )
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
         self.register_buffer(
-            "rope", rope_tables(config.max_seq_len, config.head_dim, config.rope_base),
+            "rope",
+            rope_tables(config.max_seq_len, config.head_dim, config.rope_base),
             persistent=False,
         )
         self.max_batch_size = -1
@@ -194,7 +201,11 @@ class PrefixLM(nn.Module):
         for name, p in self.named_parameters():
             if p.dim() < 2:
                 continue
-            scale = std / (2 * self.config.n_layers) ** 0.5 if name.endswith(("wo.weight", "w2.weight")) else std
+            scale = (
+                std / (2 * self.config.n_layers) ** 0.5
+                if name.endswith(("wo.weight", "w2.weight"))
+                else std
+            )
             with torch.no_grad():
                 p.normal_(0.0, scale, generator=generator)
         with torch.no_grad():
@@ -219,7 +230,12 @@ class PrefixLM(nn.Module):
         p = self.output.weight
         for block in self.layers:
             block.attn.kv_cache = KVCache(
-                max_batch_size, max_seq_len, self.config.n_heads, self.config.head_dim, p.dtype, p.device
+                max_batch_size,
+                max_seq_len,
+                self.config.n_heads,
+                self.config.head_dim,
+                p.dtype,
+                p.device,
             )
         self.max_batch_size, self.max_seq_len = max_batch_size, max_seq_len
 
@@ -236,7 +252,9 @@ class PrefixLM(nn.Module):
             x[:, text_slice] = self.text_proj(text.to(x.dtype))
         return x
 
-    def caption_vector(self, text: torch.Tensor | None, text_mask: torch.Tensor | None) -> torch.Tensor | None:
+    def caption_vector(
+        self, text: torch.Tensor | None, text_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """(B, 1, C): the projected mean of each row's text states (B, L, D) over its mask (B, L),
         for `forward`'s `caption`; zeros for a row without text (so classifier-free guidance's
         unconditional rows get none). None when the model has no caption path or there is no text.
@@ -271,9 +289,15 @@ class PrefixLM(nn.Module):
             return None
         return layout.grid_coords().to(device)
 
-    def forward(self, x: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor,
-                kv_len: int | None = None, caption: torch.Tensor | None = None,
-                grid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        input_pos: torch.Tensor,
+        mask: torch.Tensor,
+        kv_len: int | None = None,
+        caption: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
 
         mask (B, 1, T, K) bool: True where a query may attend a key. K is T without a cache;

@@ -145,8 +145,9 @@ class TextEncoder(nn.Module):
     None) gives an all-False mask: the unconditional input of classifier-free guidance.
     """
 
-    def __init__(self, kind: str = "minilm", path: str | None = None,
-                 max_tokens: int = MAX_TEXT_TOKENS):
+    def __init__(
+        self, kind: str = "minilm", path: str | None = None, max_tokens: int = MAX_TEXT_TOKENS
+    ):
         super().__init__()
         self.kind = kind
         self.max_tokens = max_tokens
@@ -213,8 +214,8 @@ class TextEncoder(nn.Module):
 
 
 @functools.lru_cache(maxsize=4)
-def load_text_encoder(kind: str = "minilm", path: str | None = None,
-                      max_tokens: int = MAX_TEXT_TOKENS) -> TextEncoder:
+def load_text_encoder(
+    kind: str = "minilm", path: str | None = None, max_tokens: int = MAX_TEXT_TOKENS
+) -> TextEncoder:
     """One frozen encoder per process and kind, shared by every pipeline that asks for it."""
     return TextEncoder(kind, path, max_tokens)
-

@@ -61,7 +61,9 @@ class VideoTokenizerConfig:
                     f"as channel_mult {self.channel_mult}), got {self.decoder_channel_mult}"
                 )
         if self.decoder_channels is not None and int(self.decoder_channels) < 1:
-            raise ValueError(f"decoder_channels must be >= 1 (or null: the encoder's), got {self.decoder_channels}")
+            raise ValueError(
+                f"decoder_channels must be >= 1 (or null: the encoder's), got {self.decoder_channels}"
+            )
         self.temporal_downsample = tuple(bool(d) for d in self.temporal_downsample)
         self.image_size = tuple(int(s) for s in self.image_size)
         if len(self.temporal_downsample) != len(self.channel_mult):
@@ -393,7 +395,9 @@ class VideoTokenizer(nn.Module):
         codes = self.quantizer.indices_to_codes(flat)  # (B, t*h*w, bits), entries +-1
         return rearrange(codes, "b (t h w) d -> b d t h w", t=t, h=h, w=w)
 
-    def forward(self, frames: torch.Tensor, token_mask: torch.Tensor | None = None) -> VideoTokenizerOutput:
+    def forward(
+        self, frames: torch.Tensor, token_mask: torch.Tensor | None = None
+    ) -> VideoTokenizerOutput:
         """Reconstruct frames (B, 3, T, H, W) through the quantizer, for training.
 
         `token_mask` (B, t*h*w) bool, see `token_mask()`: LFQ's entropy loss (confident codes,
