@@ -3,7 +3,7 @@ Playwright through `executable_path`; `playwright install` is never needed): cho
 upload where the task takes a file, submit, watch progress move over SSE, play the result in
 the <video> element, browse and delete recent videos.
 
-docs/screenshot.py makes the README's screenshot the same way, against a running server.
+`python -m research.screenshot` makes the README's screenshot the same way, against a running server.
 """
 
 from __future__ import annotations

@@ -101,3 +101,33 @@ def test_parse_probe_reads_rotation_and_ignores_cover_art() -> None:
 def test_mask_box_follows_the_scaled_frames() -> None:
     info = media.MediaInfo(format="mp4", width=640, height=360, video_codec="h264")
     assert scale_box((64, 36, 320, 180), info, (90, 160)) == (16, 9, 80, 45)
+
+
+def test_videopoet_ffmpeg_is_the_binary_every_caller_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One media layer: the service's encode and probe, and training's clip decoder, all run
+    # the ffmpeg that VIDEOPOET_FFMPEG names.
+    import imageio_ffmpeg
+
+    from models.card import BUILTIN_CARDS
+    from models.train.data import JsonlVideoData
+
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "ffmpeg-wrapper"
+    real = imageio_ffmpeg.get_ffmpeg_exe()
+    wrapper.write_text(f'#!/bin/sh\necho called >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("VIDEOPOET_FFMPEG", str(wrapper))
+
+    clip = media.encode_video(tmp_path / "clip.mp4", _frames(), 8.0)
+    encoded = len(calls.read_text().splitlines())
+    assert encoded >= 1
+    assert media.probe(clip).kind == "video"
+    probed = len(calls.read_text().splitlines())
+    assert probed > encoded
+
+    (tmp_path / "clips.jsonl").write_text('{"video": "clip.mp4", "caption": "a red bar"}\n')
+    example = JsonlVideoData(tmp_path / "clips.jsonl", BUILTIN_CARDS["tiny"])[0]
+    assert example.frames.shape[1:] == (32, 32, 3)
+    assert len(calls.read_text().splitlines()) > probed  # training decoded through it too
