@@ -124,7 +124,7 @@ def displacement(frames: np.ndarray) -> tuple[float, float] | None:
     ok = np.nonzero(tr.found)[0]
     if len(ok) < max(2, len(frames) // 2):
         return None
-    head, tail = ok[: max(1, len(ok) // 5)], ok[-max(1, len(ok) // 5):]
+    head, tail = ok[: max(1, len(ok) // 5)], ok[-max(1, len(ok) // 5) :]
     scale = (len(frames) - 1) / max(1.0, float(tail.mean() - head.mean()))  # to whole-clip travel
     dx = (tr.cx[tail].mean() - tr.cx[head].mean()) * scale
     dy = (tr.cy[tail].mean() - tr.cy[head].mean()) * scale
@@ -173,8 +173,9 @@ _WINDOW = 1024  # 64 ms at 16 kHz
 _NFFT = 8192
 
 
-def _frame_spectra(audio: np.ndarray, frames: int = av.FRAMES, fps: float = av.FPS,
-                   sr: int = av.SAMPLE_RATE) -> tuple[np.ndarray, np.ndarray]:
+def _frame_spectra(
+    audio: np.ndarray, frames: int = av.FRAMES, fps: float = av.FPS, sr: int = av.SAMPLE_RATE
+) -> tuple[np.ndarray, np.ndarray]:
     """Magnitude spectra (frames, NFFT/2+1) of windows centred on each video frame's time."""
     audio = np.asarray(audio, np.float64)
     pad = np.pad(audio, (_WINDOW, _WINDOW))
@@ -281,9 +282,20 @@ class Row:
         def fmt(v):
             if v is None:
                 return "-"
-            return f"{100 * v:.0f} %" if self.unit == "%" else f"{v:.2f}{' ' + self.unit if self.unit else ''}"
+            return (
+                f"{100 * v:.0f} %"
+                if self.unit == "%"
+                else f"{v:.2f}{' ' + self.unit if self.unit else ''}"
+            )
 
-        return [self.task, self.metric, fmt(self.value), fmt(self.chance), fmt(self.truth), self.target]
+        return [
+            self.task,
+            self.metric,
+            fmt(self.value),
+            fmt(self.chance),
+            fmt(self.truth),
+            self.target,
+        ]
 
 
 def _acc(pred: list, true: list) -> float:
@@ -319,8 +331,12 @@ def tokenizers_only(model: str, device: str):
         return load_pipeline(model, device=device)
     config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
     video, audio = load_tokenizers(folder, config)
-    return SimpleNamespace(card=config.card, device=device, video_tokenizer=video.to(device),
-                           audio_tokenizer=audio.to(device))
+    return SimpleNamespace(
+        card=config.card,
+        device=device,
+        video_tokenizer=video.to(device),
+        audio_tokenizer=audio.to(device),
+    )
 
 
 def round_trip_video(tokenizer, frames: np.ndarray, device="cpu") -> np.ndarray:
@@ -343,9 +359,17 @@ def round_trip_audio(tokenizer, audio: np.ndarray, device="cpu") -> np.ndarray:
         return tokenizer.decode(tokenizer.encode(a))[0].float().cpu().numpy()
 
 
-def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: float = 1.0,
-             top_k: int | None = None, guidance: float | None = None, device: str = "cpu",
-             tasks: list[str] | None = None) -> list[Row]:
+def run_eval(
+    model: str = "demo",
+    n: int = 24,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    guidance: float | None = None,
+    device: str = "cpu",
+    tasks: list[str] | None = None,
+) -> list[Row]:
     """Generate on n held-out clips per task and measure the outputs. Returns the table rows.
 
     guidance None: the model card's default, what a request naming none gets from the service.
@@ -356,7 +380,11 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
 
     want = set(tasks) if tasks else None
     # the tokenizers alone score mid-training, before the folder holds an LM
-    pipe = tokenizers_only(model, device) if want == {"tokenizers"} else load_pipeline(model, device=device)
+    pipe = (
+        tokenizers_only(model, device)
+        if want == {"tokenizers"}
+        else load_pipeline(model, device=device)
+    )
     card = pipe.card
     specs = av.heldout_specs(n, seed=12345 + seed)
     rng = np.random.default_rng(seed)
@@ -374,7 +402,10 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
     def gen(task: Task, prompts, inputs):
         t0 = time.perf_counter()
         out = pipe.generate(
-            [TaskSpec(task=task, prompt=p, seed=seed * 1000 + i, **sampling) for i, p in enumerate(prompts)],
+            [
+                TaskSpec(task=task, prompt=p, seed=seed * 1000 + i, **sampling)
+                for i, p in enumerate(prompts)
+            ],
             inputs,
         )
         log.info("%s: %d samples in %.1f s", task.value, len(prompts), time.perf_counter() - t0)
@@ -383,25 +414,61 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
     def on(task: str) -> bool:
         return want is None or task in want
 
-    truth_motion = _acc([classify_motion(c.frames) for c in clips], [lab["motion"] for lab in labels])
+    truth_motion = _acc(
+        [classify_motion(c.frames) for c in clips], [lab["motion"] for lab in labels]
+    )
 
     # ---- tokenizers: reconstruction through encode -> decode
     if on("tokenizers"):
         rec = [round_trip_video(pipe.video_tokenizer, c.frames, pipe.device) for c in clips]
         arec = [round_trip_audio(pipe.audio_tokenizer, c.audio, pipe.device) for c in clips]
-        rows.append(Row("video tokenizer", "reconstruction PSNR", float(np.mean([psnr(c.frames, r) for c, r in zip(clips, rec)])),
-                        float(np.mean([psnr(c.frames, u.frames) for c, u in zip(clips, unrelated)])), None, ">= 30 dB", "dB"))
+        rows.append(
+            Row(
+                "video tokenizer",
+                "reconstruction PSNR",
+                float(np.mean([psnr(c.frames, r) for c, r in zip(clips, rec)])),
+                float(np.mean([psnr(c.frames, u.frames) for c, u in zip(clips, unrelated)])),
+                None,
+                ">= 30 dB",
+                "dB",
+            )
+        )
         # what the analysers still read through the tokenizer: the ceiling of any generated clip
-        for metric, fn, key, chance in (("colour", dominant_colour, "colour", 1 / 6),
-                                        ("shape", classify_shape, "shape", 1 / 3),
-                                        ("size", classify_size, "size", 1 / 2),
-                                        ("motion", classify_motion, "motion", 1 / 6)):
-            rows.append(Row("video tokenizer", f"{metric} kept", _acc([fn(r) for r in rec], [lab[key] for lab in labels]),
-                            chance, _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels])))
-        rows.append(Row("audio tokenizer", "reconstruction PSNR", float(np.mean([audio_psnr(c.audio, r) for c, r in zip(clips, arec)])),
-                        float(np.mean([audio_psnr(c.audio, u.audio) for c, u in zip(clips, unrelated)])), None, "", "dB"))
-        rows.append(Row("audio tokenizer", "timbre kept", _acc([classify_timbre(a) for a in arec], [lab["timbre"] for lab in labels]),
-                        1 / 3, _acc([classify_timbre(c.audio) for c in clips], [lab["timbre"] for lab in labels])))
+        for metric, fn, key, chance in (
+            ("colour", dominant_colour, "colour", 1 / 6),
+            ("shape", classify_shape, "shape", 1 / 3),
+            ("size", classify_size, "size", 1 / 2),
+            ("motion", classify_motion, "motion", 1 / 6),
+        ):
+            rows.append(
+                Row(
+                    "video tokenizer",
+                    f"{metric} kept",
+                    _acc([fn(r) for r in rec], [lab[key] for lab in labels]),
+                    chance,
+                    _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels]),
+                )
+            )
+        rows.append(
+            Row(
+                "audio tokenizer",
+                "reconstruction PSNR",
+                float(np.mean([audio_psnr(c.audio, r) for c, r in zip(clips, arec)])),
+                float(np.mean([audio_psnr(c.audio, u.audio) for c, u in zip(clips, unrelated)])),
+                None,
+                "",
+                "dB",
+            )
+        )
+        rows.append(
+            Row(
+                "audio tokenizer",
+                "timbre kept",
+                _acc([classify_timbre(a) for a in arec], [lab["timbre"] for lab in labels]),
+                1 / 3,
+                _acc([classify_timbre(c.audio) for c in clips], [lab["timbre"] for lab in labels]),
+            )
+        )
 
     # ---- text_to_video / text_to_image
     if on("text_to_video"):
@@ -415,74 +482,235 @@ def run_eval(model: str = "demo", n: int = 24, *, seed: int = 0, temperature: fl
             ("background", classify_background, "background", 1 / 3, ""),
         ):
             truth = _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels])
-            rows.append(Row("text_to_video", f"{metric} accuracy", _acc([fn(f) for f in frames], [lab[key] for lab in labels]),
-                            chance, truth, target))
+            rows.append(
+                Row(
+                    "text_to_video",
+                    f"{metric} accuracy",
+                    _acc([fn(f) for f in frames], [lab[key] for lab in labels]),
+                    chance,
+                    truth,
+                    target,
+                )
+            )
     if on("text_to_image"):
         out = gen(Task.text_to_image, [c.caption for c in clips], None)
-        for metric, fn, chance in (("colour", dominant_colour, 1 / 6), ("shape", classify_shape, 1 / 3)):
-            rows.append(Row("text_to_image", f"{metric} accuracy", _acc([fn(r.frames) for r in out], [lab[metric] for lab in labels]),
-                            chance, _acc([fn(c.frames[:1]) for c in clips], [lab[metric] for lab in labels])))
+        for metric, fn, chance in (
+            ("colour", dominant_colour, 1 / 6),
+            ("shape", classify_shape, 1 / 3),
+        ):
+            rows.append(
+                Row(
+                    "text_to_image",
+                    f"{metric} accuracy",
+                    _acc([fn(r.frames) for r in out], [lab[metric] for lab in labels]),
+                    chance,
+                    _acc([fn(c.frames[:1]) for c in clips], [lab[metric] for lab in labels]),
+                )
+            )
 
     # ---- image_to_video: the image is the clip's first frame, the prompt names the motion
     if on("image_to_video"):
-        out = gen(Task.image_to_video, [c.caption for c in clips], [GenerationInputs(image=c.frames[0]) for c in clips])
-        rows.append(Row("image_to_video", "first-frame PSNR", float(np.mean([psnr(c.frames[0], r.frames[0]) for c, r in zip(clips, out)])),
-                        float(np.mean([psnr(c.frames[0], u.frames[0]) for c, u in zip(clips, unrelated)])), None, "", "dB"))
-        rows.append(Row("image_to_video", "motion accuracy", _acc([classify_motion(r.frames) for r in out], [lab["motion"] for lab in labels]),
-                        1 / 6, truth_motion))
+        out = gen(
+            Task.image_to_video,
+            [c.caption for c in clips],
+            [GenerationInputs(image=c.frames[0]) for c in clips],
+        )
+        rows.append(
+            Row(
+                "image_to_video",
+                "first-frame PSNR",
+                float(np.mean([psnr(c.frames[0], r.frames[0]) for c, r in zip(clips, out)])),
+                float(np.mean([psnr(c.frames[0], u.frames[0]) for c, u in zip(clips, unrelated)])),
+                None,
+                "",
+                "dB",
+            )
+        )
+        rows.append(
+            Row(
+                "image_to_video",
+                "motion accuracy",
+                _acc([classify_motion(r.frames) for r in out], [lab["motion"] for lab in labels]),
+                1 / 6,
+                truth_motion,
+            )
+        )
 
     # ---- continuation: the first 9 frames in, 8 new ones out; the motion must carry on
     if on("continuation"):
         ctx = card.context_frames
-        out = gen(Task.continuation, [c.caption for c in clips],
-                  [GenerationInputs(video=c.frames[:ctx], video_fps=card.fps) for c in clips])
-        new = [r.frames[ctx - 1:] for r in out]  # the last input frame and the new ones
-        rows.append(Row("continuation", "motion kept (new frames)", _acc([classify_motion(f) for f in new], [lab["motion"] for lab in labels]),
-                        1 / 6, _acc([classify_motion(c.frames[ctx - 1:]) for c in clips], [lab["motion"] for lab in labels])))
-        rows.append(Row("continuation", "new-frame PSNR", float(np.mean([psnr(c.frames[ctx:], r.frames[ctx:]) for c, r in zip(clips, out)])),
-                        float(np.mean([psnr(c.frames[ctx:], u.frames[ctx:]) for c, u in zip(clips, unrelated)])), None, "", "dB"))
+        out = gen(
+            Task.continuation,
+            [c.caption for c in clips],
+            [GenerationInputs(video=c.frames[:ctx], video_fps=card.fps) for c in clips],
+        )
+        new = [r.frames[ctx - 1 :] for r in out]  # the last input frame and the new ones
+        rows.append(
+            Row(
+                "continuation",
+                "motion kept (new frames)",
+                _acc([classify_motion(f) for f in new], [lab["motion"] for lab in labels]),
+                1 / 6,
+                _acc(
+                    [classify_motion(c.frames[ctx - 1 :]) for c in clips],
+                    [lab["motion"] for lab in labels],
+                ),
+            )
+        )
+        rows.append(
+            Row(
+                "continuation",
+                "new-frame PSNR",
+                float(np.mean([psnr(c.frames[ctx:], r.frames[ctx:]) for c, r in zip(clips, out)])),
+                float(
+                    np.mean(
+                        [psnr(c.frames[ctx:], u.frames[ctx:]) for c, u in zip(clips, unrelated)]
+                    )
+                ),
+                None,
+                "",
+                "dB",
+            )
+        )
 
     # ---- inpaint / outpaint with the default box (the centre half)
     for task, inside in ((Task.inpaint, True), (Task.outpaint, False)):
         if not on(task.value):
             continue
-        out = gen(task, [c.caption for c in clips], [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips])
-        rows.append(Row(task.value, "masked-region PSNR",
-                        float(np.mean([psnr(_box_pixels(c.frames, inside), _box_pixels(r.frames, inside)) for c, r in zip(clips, out)])),
-                        float(np.mean([psnr(_box_pixels(c.frames, inside), _box_pixels(u.frames, inside)) for c, u in zip(clips, unrelated)])),
-                        None, "", "dB"))
+        out = gen(
+            task,
+            [c.caption for c in clips],
+            [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips],
+        )
+        rows.append(
+            Row(
+                task.value,
+                "masked-region PSNR",
+                float(
+                    np.mean(
+                        [
+                            psnr(_box_pixels(c.frames, inside), _box_pixels(r.frames, inside))
+                            for c, r in zip(clips, out)
+                        ]
+                    )
+                ),
+                float(
+                    np.mean(
+                        [
+                            psnr(_box_pixels(c.frames, inside), _box_pixels(u.frames, inside))
+                            for c, u in zip(clips, unrelated)
+                        ]
+                    )
+                ),
+                None,
+                "",
+                "dB",
+            )
+        )
 
     # ---- stylize: the clip's motion and shape, a new colour and background from the prompt
     if on("stylize"):
         styled = [av.restyle(s, rng) for s in specs]
         prompts = [av.caption(s, np.random.default_rng([s.seed, 2]), "heldout") for s in styled]
-        out = gen(Task.stylize, prompts, [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips])
-        rows.append(Row("stylize", "motion preserved", _acc([classify_motion(r.frames) for r in out], [lab["motion"] for lab in labels]),
-                        1 / 6, truth_motion, ">= 85 %"))
-        rows.append(Row("stylize", "new colour matched", _acc([dominant_colour(r.frames) for r in out], [s.main.colour for s in styled]),
-                        1 / 6, None))
-        rows.append(Row("stylize", "new background matched", _acc([classify_background(r.frames) for r in out], [s.background for s in styled]),
-                        1 / 3, None))
+        out = gen(
+            Task.stylize,
+            prompts,
+            [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips],
+        )
+        rows.append(
+            Row(
+                "stylize",
+                "motion preserved",
+                _acc([classify_motion(r.frames) for r in out], [lab["motion"] for lab in labels]),
+                1 / 6,
+                truth_motion,
+                ">= 85 %",
+            )
+        )
+        rows.append(
+            Row(
+                "stylize",
+                "new colour matched",
+                _acc([dominant_colour(r.frames) for r in out], [s.main.colour for s in styled]),
+                1 / 6,
+                None,
+            )
+        )
+        rows.append(
+            Row(
+                "stylize",
+                "new background matched",
+                _acc([classify_background(r.frames) for r in out], [s.background for s in styled]),
+                1 / 3,
+                None,
+            )
+        )
 
     # ---- video_to_audio: no prompt, the soundtrack must come from the pixels
     if on("video_to_audio"):
-        out = gen(Task.video_to_audio, [None] * n, [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips])
+        out = gen(
+            Task.video_to_audio,
+            [None] * n,
+            [GenerationInputs(video=c.frames, video_fps=card.fps) for c in clips],
+        )
         audios = [r.audio for r in out]
-        rows.append(Row("video_to_audio", "timbre accuracy", _acc([classify_timbre(a) for a in audios], [lab["timbre"] for lab in labels]),
-                        1 / 3, _acc([classify_timbre(c.audio) for c in clips], [lab["timbre"] for lab in labels]), ">= 90 %"))
-        rows.append(Row("video_to_audio", "pitch-contour correlation", pitch_correlation(audios, specs),
-                        pitch_correlation([u.audio for u in unrelated], specs), pitch_correlation([c.audio for c in clips], specs), "", ""))
-        rows.append(Row("video_to_audio", "loudness (size) accuracy", _acc([classify_loudness(a) for a in audios], [lab["size"] for lab in labels]),
-                        1 / 2, _acc([classify_loudness(c.audio) for c in clips], [lab["size"] for lab in labels])))
+        rows.append(
+            Row(
+                "video_to_audio",
+                "timbre accuracy",
+                _acc([classify_timbre(a) for a in audios], [lab["timbre"] for lab in labels]),
+                1 / 3,
+                _acc([classify_timbre(c.audio) for c in clips], [lab["timbre"] for lab in labels]),
+                ">= 90 %",
+            )
+        )
+        rows.append(
+            Row(
+                "video_to_audio",
+                "pitch-contour correlation",
+                pitch_correlation(audios, specs),
+                pitch_correlation([u.audio for u in unrelated], specs),
+                pitch_correlation([c.audio for c in clips], specs),
+                "",
+                "",
+            )
+        )
+        rows.append(
+            Row(
+                "video_to_audio",
+                "loudness (size) accuracy",
+                _acc([classify_loudness(a) for a in audios], [lab["size"] for lab in labels]),
+                1 / 2,
+                _acc([classify_loudness(c.audio) for c in clips], [lab["size"] for lab in labels]),
+            )
+        )
 
     # ---- audio_to_video: no prompt, the picture must come from the sound
     if on("audio_to_video"):
-        out = gen(Task.audio_to_video, [None] * n, [GenerationInputs(audio=c.audio, audio_sample_rate=av.SAMPLE_RATE) for c in clips])
-        rows.append(Row("audio_to_video", "shape accuracy", _acc([classify_shape(r.frames) for r in out], [lab["shape"] for lab in labels]),
-                        1 / 3, _acc([classify_shape(c.frames) for c in clips], [lab["shape"] for lab in labels])))
+        out = gen(
+            Task.audio_to_video,
+            [None] * n,
+            [GenerationInputs(audio=c.audio, audio_sample_rate=av.SAMPLE_RATE) for c in clips],
+        )
+        rows.append(
+            Row(
+                "audio_to_video",
+                "shape accuracy",
+                _acc([classify_shape(r.frames) for r in out], [lab["shape"] for lab in labels]),
+                1 / 3,
+                _acc([classify_shape(c.frames) for c in clips], [lab["shape"] for lab in labels]),
+            )
+        )
         vert = [vertical_motion(lab["motion"]) for lab in labels]
-        rows.append(Row("audio_to_video", "vertical-motion accuracy", _acc([vertical_motion(classify_motion(r.frames)) for r in out], vert),
-                        1 / 3, _acc([vertical_motion(classify_motion(c.frames)) for c in clips], vert)))
+        rows.append(
+            Row(
+                "audio_to_video",
+                "vertical-motion accuracy",
+                _acc([vertical_motion(classify_motion(r.frames)) for r in out], vert),
+                1 / 3,
+                _acc([vertical_motion(classify_motion(c.frames)) for c in clips], vert),
+            )
+        )
     return rows
 
 
@@ -494,7 +722,9 @@ def format_table(rows: list[Row]) -> str:
     def line(cells):
         return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
 
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body])
+    return "\n".join(
+        [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(b) for b in body]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -504,9 +734,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="0: off")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default: the model card's)")
-    p.add_argument("--tasks", default="", help="comma-separated subset (tokenizers, text_to_video, ...)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the model card's)",
+    )
+    p.add_argument(
+        "--tasks", default="", help="comma-separated subset (tokenizers, text_to_video, ...)"
+    )
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
@@ -517,7 +753,9 @@ def main_eval(argv: list[str] | None = None) -> list[Row]:
     import json
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if args.threads:
         import torch
 
@@ -527,12 +765,21 @@ def main_eval(argv: list[str] | None = None) -> list[Row]:
 
         args.guidance = load_card(args.model).guidance_scale
     t0 = time.perf_counter()
-    rows = run_eval(args.model, args.n, seed=args.seed, temperature=args.temperature,
-                    top_k=args.top_k or None, guidance=args.guidance, device=args.device,
-                    tasks=[t for t in args.tasks.split(",") if t] or None)
-    print(f"model {args.model}: {args.n} held-out clips per task, temperature {args.temperature}, "
-          f"top-k {args.top_k or 'off'}, guidance {args.guidance}, seed {args.seed} "
-          f"({time.perf_counter() - t0:.0f} s)")
+    rows = run_eval(
+        args.model,
+        args.n,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        guidance=args.guidance,
+        device=args.device,
+        tasks=[t for t in args.tasks.split(",") if t] or None,
+    )
+    print(
+        f"model {args.model}: {args.n} held-out clips per task, temperature {args.temperature}, "
+        f"top-k {args.top_k or 'off'}, guidance {args.guidance}, seed {args.seed} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -169,7 +169,11 @@ def test_spectrum_encoder_codes_survive_a_delay_but_follow_the_sound():
     assert codes.shape == (1, 4, 40) and tok.decode(codes).shape == (1, 40 * 320)
     same = (codes == tok.encode(torch.roll(audio, 8, dims=1)))[..., 2:-2].float().mean()
     assert same > 0.9
-    other = next(s for s in range(1, 20) if av.generate_clip(s).spec.main.shape != av.generate_clip(0).spec.main.shape)
+    other = next(
+        s
+        for s in range(1, 20)
+        if av.generate_clip(s).spec.main.shape != av.generate_clip(0).spec.main.shape
+    )
     assert (codes == tok.encode(soundtrack(other)))[..., 2:-2].float().mean() < 0.5
     assert AudioTokenizerConfig.from_dict(config.to_dict()).encoder_input == "spectrum"
     with torch.device("meta"):
@@ -222,7 +226,8 @@ def test_harmonic_source_plays_a_steady_tone_between_the_hop_multiples():
     assert loud[0, 5:-5].all() and (hz[0, 5:-5] - 160).abs().max() < 2
     assert not torch.allclose(tone[0, 3200:3520], tone[0, 3520:3840], atol=1e-3)  # not hop-periodic
     with torch.no_grad():  # teacher forcing: a given pitch is played, the prediction reported
-        forced, predicted = source(torch.randn(1, config.latent_dim, 1).expand(1, -1, 40),
-                                   torch.full((1, 40), 300.0))
+        forced, predicted = source(
+            torch.randn(1, config.latent_dim, 1).expand(1, -1, 40), torch.full((1, 40), 300.0)
+        )
     hz, _ = spectral_peak_hz(forced, 320, 16000)
     assert (hz[0, 5:-5] - 300).abs().max() < 3 and torch.allclose(predicted, pitch)

@@ -93,8 +93,12 @@ def test_fixed_shape_decode_step_equals_the_eager_step(tiny, path):
 
     lm = _with_path(tiny, path)
     layout = tiny.layouts[Task.text_to_video]
-    batch = assemble(layout, tiny.vocab, text=torch.randn(2, 64, 384),
-                     text_mask=torch.ones(2, 64, dtype=torch.bool))
+    batch = assemble(
+        layout,
+        tiny.vocab,
+        text=torch.randn(2, 64, 384),
+        text_mask=torch.ones(2, 64, dtype=torch.bool),
+    )
     P = layout.prefix_len
     lm.setup_caches(2, layout.length)
     valid = torch.zeros(2, lm.max_seq_len, dtype=torch.bool)
@@ -103,12 +107,16 @@ def test_fixed_shape_decode_step_equals_the_eager_step(tiny, path):
         caption = lm.caption_vector(batch.text, batch.key_valid[:, layout.text_slice])
         assert (caption is not None) == (path == "text_global")
         grid = layout.grid_coords() if path == "grid_positions" else None
-        prefill(lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P, caption, grid)
+        prefill(
+            lm, lm.embed(batch.ids[:, :P], batch.text, layout.text_slice), valid, P, caption, grid
+        )
         token = torch.tensor([300, 301])
         eager = decode_one_token(lm, token, P, valid, caption, grid)
         static = decode_one_token_static(lm, token, torch.tensor([P]), valid, caption, grid)
         if grid is not None:  # the step reads the new token's place
-            assert not torch.allclose(static, decode_one_token_static(lm, token, torch.tensor([P]), valid, caption))
+            assert not torch.allclose(
+                static, decode_one_token_static(lm, token, torch.tensor([P]), valid, caption)
+            )
     torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
 
 
@@ -147,19 +155,29 @@ def test_a_dropped_row_leaves_the_batch_and_the_others_do_not_change(tiny, path)
 
     def run(rows, drop_rows=None, progress=None):
         batch = assemble(layout, vocab, text=text[rows], text_mask=mask[rows], batch_size=len(rows))
-        params = SamplingParams.for_rows([seeds[r] for r in rows], [1.0] * len(rows), [None] * len(rows),
-                                         [None] * len(rows), [guidance[r] for r in rows])
+        params = SamplingParams.for_rows(
+            [seeds[r] for r in rows],
+            [1.0] * len(rows),
+            [None] * len(rows),
+            [None] * len(rows),
+            [guidance[r] for r in rows],
+        )
         return generate_tokens(lm, vocab, batch, params, progress=progress, drop_rows=drop_rows)
 
     sizes: list[int] = []
     hook = lm.register_forward_hook(lambda module, args, out: sizes.append(args[0].shape[0]))
     steps = []
     try:
-        out = run([0, 1, 2], drop_rows=lambda: {1} if len(steps) >= 20 else (),
-                  progress=lambda i, n: steps.append(i))
+        out = run(
+            [0, 1, 2],
+            drop_rows=lambda: {1} if len(steps) >= 20 else (),
+            progress=lambda i, n: steps.append(i),
+        )
     finally:
         hook.remove()
-    assert sizes[0] == 2 * B and sizes[-1] == 2 * (B - 1)  # prefill with all, the tail without row 1
+    assert sizes[0] == 2 * B and sizes[-1] == 2 * (
+        B - 1
+    )  # prefill with all, the tail without row 1
     for r in (0, 2):
         assert torch.equal(out[r], run([r])[0])
     lo, hi = vocab.code_range(Kind.visual)

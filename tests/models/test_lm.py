@@ -82,7 +82,9 @@ def test_setup_caches_refuses_sequences_longer_than_the_context():
 def _captioned(seed=0):
     """The test model with the caption path (`text_global`), its projection made non-zero."""
     torch.manual_seed(seed)
-    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64, text_global=True))
+    model = PrefixLM(
+        LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64, text_global=True)
+    )
     model.init_weights()
     assert not model.text_global.weight.any()  # starts as the model without it
     torch.nn.init.normal_(model.text_global.weight, std=0.5)
@@ -95,18 +97,30 @@ def test_caption_path_is_given_at_every_decoding_step():
     ids, text, key_valid, P, text_slice = _inputs()
     B, S = ids.shape
     caption = model.caption_vector(text, key_valid[:, text_slice])
-    full = model.logits(model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P),
-                              caption=caption))
+    full = model.logits(
+        model(
+            model.embed(ids, text, text_slice),
+            torch.arange(S),
+            prefix_mask(key_valid, P),
+            caption=caption,
+        )
+    )
     # the path changes what the model predicts: without it the outputs differ
-    plain = model.logits(model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P)))
+    plain = model.logits(
+        model(model.embed(ids, text, text_slice), torch.arange(S), prefix_mask(key_valid, P))
+    )
     assert (plain - full).abs().max() > 1e-2
     model.setup_caches(B, 64)
     valid = torch.zeros(B, 64, dtype=torch.bool)
     valid[:, :S] = key_valid
-    steps = [model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, caption))]
+    steps = [
+        model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, caption))
+    ]
     for pos in range(P, S - 1):
         steps.append(model.logits(decode_one_token(model, ids[:, pos], pos, valid, caption)))
-    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4
+    )
 
 
 @torch.no_grad()
@@ -126,14 +140,25 @@ def test_caption_vector_averages_the_rows_own_text_and_is_zero_without_text():
 @torch.no_grad()
 def test_attention_pooled_caption_starts_at_zero_and_reads_only_the_rows_own_words():
     torch.manual_seed(0)
-    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64,
-                              text_global=True, text_pool_heads=2))
+    model = PrefixLM(
+        LMConfig(
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            vocab_size=50,
+            max_seq_len=64,
+            text_global=True,
+            text_pool_heads=2,
+        )
+    )
     model.init_weights()
     _, text, key_valid, _, text_slice = _inputs()
     mask = key_valid[:, text_slice]  # row 1 has 2 of 4 text states
     torch.nn.init.normal_(model.text_global.weight, std=0.5)
     mean_only = model.caption_vector(text, mask)
-    torch.testing.assert_close(mean_only[1, 0], model.text_global(text[1, :2].mean(0)))  # new path: zero
+    torch.testing.assert_close(
+        mean_only[1, 0], model.text_global(text[1, :2].mean(0))
+    )  # new path: zero
     torch.nn.init.normal_(model.text_pool.weight, std=0.5)
     pooled = model.caption_vector(text, mask)
     assert (pooled - mean_only).abs().max() > 1e-2  # the pooled path now adds to it
@@ -150,8 +175,17 @@ def test_attention_pooled_caption_starts_at_zero_and_reads_only_the_rows_own_wor
 def _gridded(seed=0):
     """The test model with grid positions for 2 latent frames of 2 x 3 tokens, tables made non-zero."""
     torch.manual_seed(seed)
-    model = PrefixLM(LMConfig(dim=32, n_layers=2, n_heads=4, vocab_size=50, max_seq_len=64,
-                              grid_positions=True, grid_size=(2, 2, 3)))
+    model = PrefixLM(
+        LMConfig(
+            dim=32,
+            n_layers=2,
+            n_heads=4,
+            vocab_size=50,
+            max_seq_len=64,
+            grid_positions=True,
+            grid_size=(2, 2, 3),
+        )
+    )
     model.init_weights()
     assert not any(t.weight.any() for t in model.grid)  # starts as the model without them
     for table in model.grid:
@@ -180,10 +214,14 @@ def test_grid_positions_tell_visual_tokens_their_place_at_every_decoding_step():
     model.setup_caches(B, 64)
     valid = torch.zeros(B, 64, dtype=torch.bool)
     valid[:, :S] = key_valid
-    steps = [model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, grid=grid))]
+    steps = [
+        model.logits(prefill(model, model.embed(ids[:, :P], text, text_slice), valid, P, grid=grid))
+    ]
     for pos in range(P, S - 1):
         steps.append(model.logits(decode_one_token(model, ids[:, pos], pos, valid, grid=grid)))
-    torch.testing.assert_close(torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.stack(steps, dim=1), full[:, P - 1 : S - 1], atol=1e-4, rtol=1e-4
+    )
 
 
 @torch.no_grad()

@@ -284,13 +284,18 @@ def test_generate_batch_keeps_each_row_on_its_own(tiny):
 def test_a_cancel_between_sampling_and_decoding_cancels(tiny):
     """Cancelled after the last token but before the pixels: no half-made result comes back."""
     layout = tiny.layouts[Task.text_to_video]
-    sampled = [i for i, f in enumerate(layout.structure[layout.prefix_len:]) if f < 0][-1] + 1
+    sampled = [i for i, f in enumerate(layout.structure[layout.prefix_len :]) if f < 0][-1] + 1
     steps = []
-    specs = [TaskSpec(task=Task.text_to_video, prompt="a red circle", seed=1),
-             TaskSpec(task=Task.text_to_video, prompt="a blue square", seed=2)]
+    specs = [
+        TaskSpec(task=Task.text_to_video, prompt="a red circle", seed=1),
+        TaskSpec(task=Task.text_to_video, prompt="a blue square", seed=2),
+    ]
     with pytest.raises(GenerationCancelled):
-        tiny.generate(specs, progress=lambda fraction, stage: steps.append(stage),
-                      should_cancel=lambda: len(steps) >= sampled)
+        tiny.generate(
+            specs,
+            progress=lambda fraction, stage: steps.append(stage),
+            should_cancel=lambda: len(steps) >= sampled,
+        )
     assert len(steps) == sampled  # every token was sampled; the cancel came at the decode
 
 
@@ -301,11 +306,15 @@ def test_layouts_give_each_visual_token_its_frame_row_and_column(tiny):
     t2v = tiny.layouts[Task.text_to_video]
     coords = t2v.grid_coords()
     out = coords[t2v.segments["visual_out"]]
-    assert out.tolist() == [[t, r, c] for t in range(frames) for r in range(rows) for c in range(cols)]
+    assert out.tolist() == [
+        [t, r, c] for t in range(frames) for r in range(rows) for c in range(cols)
+    ]
     assert (coords[t2v.text_slice] == -1).all()
     assert int((coords[:, 0] >= 0).sum()) == frames * rows * cols  # markers have none
     i2v = tiny.layouts[Task.image_to_video]
-    assert i2v.grid_coords()[i2v.segments["visual_in"]].tolist() == [[0, r, c] for r in range(rows) for c in range(cols)]
+    assert i2v.grid_coords()[i2v.segments["visual_in"]].tolist() == [
+        [0, r, c] for r in range(rows) for c in range(cols)
+    ]
     v2a = tiny.layouts[Task.video_to_audio]
     assert (v2a.grid_coords()[v2a.segments["audio_out"]] == -1).all()
     from models.pipeline import ModelConfig

@@ -157,9 +157,7 @@ def test_frame_norm_lets_a_flat_colour_through():
     assert torch.equal(out[:, :, 0], out[:, :, 1])  # and still frame by frame
 
 
-@pytest.mark.parametrize(
-    "frame, latent_frame", [(0, 0), (1, 1), (4, 1), (5, 2), (16, 4)]
-)
+@pytest.mark.parametrize("frame, latent_frame", [(0, 0), (1, 1), (4, 1), (5, 2), (16, 4)])
 def test_token_mask_marks_the_tokens_whose_patch_holds_the_pixel(model, frame, latent_frame):
     """Latent frame 0 covers frame 0 alone, latent frame k frames 4k-3..4k; each token 8x8 px."""
     pixels = torch.zeros(2, 1, 17, 64, 64, dtype=torch.bool)
@@ -188,8 +186,12 @@ def test_a_wider_decoder_reads_the_same_tokens():
     narrow = VideoTokenizerConfig(**base)
     wide = VideoTokenizerConfig(**base, decoder_channels=8, decoder_channel_mult=[2, 3, 4])
     assert VideoTokenizerConfig.from_dict(wide.to_dict()) == wide
-    assert VideoTokenizerConfig.from_dict({k: v for k, v in narrow.to_dict().items()
-                                           if not k.startswith("decoder_")}) == narrow
+    assert (
+        VideoTokenizerConfig.from_dict(
+            {k: v for k, v in narrow.to_dict().items() if not k.startswith("decoder_")}
+        )
+        == narrow
+    )
     torch.manual_seed(0)
     a = VideoTokenizer(narrow).eval()
     b = VideoTokenizer(wide).eval()
@@ -199,7 +201,9 @@ def test_a_wider_decoder_reads_the_same_tokens():
     widths = [m.out_channels for m in b.decoder.modules() if isinstance(m, torch.nn.Conv3d)]
     assert {8 * 2, 8 * 3, 8 * 4} <= set(widths)
     assert b.decode(b.encode(x)).shape == x.shape
-    with torch.no_grad():  # codes(): the grid the decoder reads, as decode() rebuilds it from tokens
+    with (
+        torch.no_grad()
+    ):  # codes(): the grid the decoder reads, as decode() rebuilds it from tokens
         torch.testing.assert_close(b.decoder(b.codes(x)).clamp(-1, 1), b.decode(b.encode(x)))
     with pytest.raises(ValueError, match="one entry per stage"):
         VideoTokenizerConfig(**base, decoder_channel_mult=[2, 2])
