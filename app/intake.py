@@ -33,7 +33,7 @@ from app.errors import (
     UnsupportedMediaType,
 )
 from app.limits import Limits
-from core.queue import JobQueue
+from core.queue import DEFAULT_PRIORITY, JobQueue
 from app.schemas import Reference, VideoCreate, describe_validation_error
 from core.store import (
     IdempotencyConflict,
@@ -607,6 +607,7 @@ class Intake:
                 input_seconds=video.info.duration if video is not None else None,
                 owner=owner,
                 idempotency_claim=claim_key,
+                priority=fields.priority or DEFAULT_PRIORITY,
             )
             self.store.create(record)
         except BaseException:
@@ -619,10 +620,17 @@ class Intake:
                 timeout=self.settings.job_timeout_seconds,
                 retries=self.settings.max_retries,
                 keep_seconds=self.settings.retention_seconds,
+                priority=record.priority,
             )
         except BaseException:
             self.store.delete(video_id)
             self.limits.release_slot(identity, video_id)
             raise
-        logger.info("queued %s (%s) on %s", video_id, spec.task.value, self.queue.name)
+        logger.info(
+            "queued %s (%s, %s priority) on %s",
+            video_id,
+            spec.task.value,
+            record.priority,
+            self.queue.name,
+        )
         return record

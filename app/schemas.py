@@ -44,6 +44,8 @@ class VideoCreate(BaseModel):
     top_p: float | None = None
     with_audio: bool | None = None
     mask_box: tuple[int, int, int, int] | None = None
+    # Which of the model's queues it waits on: a worker takes high before normal before low.
+    priority: Literal["high", "normal", "low"] | None = None
     input_reference: Reference | None = None
     image: Reference | None = None
     video: Reference | None = None
@@ -87,9 +89,12 @@ class Video(BaseModel):
     # the guidance the job runs with: the request's, or the model card's when it named none
     guidance_scale: float | None = None
     with_audio: bool = False
+    priority: str = "normal"
+    # While queued: how many jobs a worker takes before this one (0: next); else null.
+    queue_position: int | None = None
 
     @classmethod
-    def from_record(cls, record: VideoRecord) -> Video:
+    def from_record(cls, record: VideoRecord, queue_position: int | None = None) -> Video:
         return cls(
             id=record.id,
             model=record.model,
@@ -107,6 +112,8 @@ class Video(BaseModel):
             seed=record.spec.seed,
             guidance_scale=record.spec.guidance_scale,
             with_audio=record.spec.with_audio,
+            priority=record.priority,
+            queue_position=queue_position if record.status is VideoStatus.queued else None,
         )
 
 
@@ -166,6 +173,8 @@ def create_body_openapi() -> dict[str, Any]:
             form[name] = {"type": "string", "format": "binary"}
         elif name == "task":
             form[name] = {"type": "string", "enum": [t.value for t in Task]}
+        elif name == "priority":
+            form[name] = {"type": "string", "enum": ["high", "normal", "low"]}
         elif name == "mask_box":
             form[name] = {"type": "string", "description": "x0,y0,x1,y1"}
         else:

@@ -102,6 +102,8 @@ class VideoRecord(BaseModel):
     owner: str | None = None
     # The Redis key of its Idempotency-Key claim, released when the video is deleted.
     idempotency_claim: str | None = None
+    # Its queue's level (core/queue.py PRIORITIES): high, normal or low.
+    priority: str = "normal"
 
 
 # Sets fields only while the record exists and its status is one of ARGV[1] (a JSON list of

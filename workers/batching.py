@@ -5,7 +5,9 @@ for queued jobs that would share its sampling batch and takes up to `batch_size 
 waiting until `batch_window_seconds` have passed since the latest of them was queued (a burst
 of requests fills one batch; a lone request waits one window at most; no batch waits more than
 `batch_size` windows). Jobs that do not fit stay where they are, in order, for the next
-dequeue. Torch-free: the key comes from the record's spec and the model card, as the
+dequeue. Priority levels (core/queue.py) hold: companions come from the job's own level and
+the levels above it, higher first, never from a lower one, so a batch never carries a `low`
+job past a waiting `normal` or `high` one. Torch-free: the key comes from the record's spec and the model card, as the
 pipeline's own grouping would (models/pipeline.py `_groups`).
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import cast
 
 from redis import Redis
@@ -78,6 +80,7 @@ class Batcher:
         size: int,
         window_seconds: float,
         serializer: object,
+        levels: Sequence[str] = (),
     ):
         self.connection = connection
         self.store = store
@@ -85,7 +88,16 @@ class Batcher:
         self.size = size
         self.window_seconds = window_seconds
         self.serializer = serializer
+        # Queue names in the order workers read them (high first); empty: one level.
+        self.levels = list(levels)
         self._claim = connection.register_script(_CLAIM)
+
+    def scanned(self, queue: Queue) -> list[Queue]:
+        """Where `queue`'s job may find companions: its level and those above, higher first."""
+        if queue.name not in self.levels:
+            return [queue]
+        above = self.levels[: self.levels.index(queue.name)]
+        return [Queue(name, connection=self.connection) for name in above] + [queue]
 
     def key(self, job: Job | None) -> Hashable | None:
         """The job's batch key; None for what must run alone (another function, no record)."""
@@ -111,9 +123,14 @@ class Batcher:
         keys: dict[str, Hashable | None] = {job.id: key}
         found: dict[str, Job] = {}
         taken: list[Job] = []
+        levels = self.scanned(queue)
         while True:
-            queued = cast("list[bytes]", self.connection.lrange(queue.key, 0, SCAN_DEPTH - 1))
-            ids = [i.decode() for i in queued]
+            with self.connection.pipeline() as pipe:
+                for level in levels:
+                    pipe.lrange(level.key, 0, SCAN_DEPTH - 1)
+                queued = cast("list[list[bytes]]", pipe.execute())
+            per_level = [[i.decode() for i in ids] for ids in queued]
+            ids = [i for level_ids in per_level for i in level_ids]  # higher levels first
             new = [i for i in ids if i not in keys]
             for job_id, candidate in zip(
                 new, Job.fetch_many(new, self.connection, serializer=self.serializer)
@@ -121,9 +138,11 @@ class Batcher:
                 keys[job_id] = self.key(candidate)
                 if candidate is not None:
                     found[job_id] = candidate
-            fits = [i for i in ids if keys.get(i) == key][: wanted - len(taken)]
-            if fits:
-                moved = self._claim(keys=[queue.key, queue.intermediate_queue_key], args=fits)
+            for level, level_ids in zip(levels, per_level):
+                fits = [i for i in level_ids if keys.get(i) == key][: wanted - len(taken)]
+                if not fits:
+                    continue
+                moved = self._claim(keys=[level.key, level.intermediate_queue_key], args=fits)
                 for job_id in moved:
                     companion = found[job_id.decode() if isinstance(job_id, bytes) else job_id]
                     taken.append(companion)

@@ -36,7 +36,7 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from core.config import Settings, get_settings
-from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name
+from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name, queue_names
 from core.store import Store, VideoError, VideoStatus
 from workers import jobs, metrics, runtime
 from workers.batching import Batcher
@@ -148,9 +148,20 @@ class VideoWorker(SimpleWorker):
             running.remove((job, execution))
             try:
                 with jobs.handed_over(video_id, outcome):
-                    self.perform_job(job, queue, execution)
+                    # its own queue (a companion may come from a higher level): rq finishes it
+                    # in that queue's registries
+                    self.perform_job(job, self.origin_queue(job, queue), execution)
             except Exception:  # one job's bookkeeping must not cost the others theirs
                 logger.exception("could not finish job %s in RQ", job.id)
+
+    def origin_queue(self, job: Job, dequeued_from: Queue) -> Queue:
+        """The queue `job` was enqueued on (one of this worker's priority levels)."""
+        if job.origin == dequeued_from.name:
+            return dequeued_from
+        for queue in self.queues:
+            if queue.name == job.origin:
+                return queue
+        return self.queue_class(job.origin, connection=self.connection, serializer=self.serializer)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT: RQ's warm shutdown; the batcher stops gathering at once too."""
@@ -295,6 +306,7 @@ def run_worker(
             port = 0
 
     queue = queue_name(card.name)
+    levels = queue_names(card.name)  # high, normal, low: rq reads them in this order
     batcher = Batcher(
         connection,
         store,
@@ -302,6 +314,7 @@ def run_worker(
         size=settings.batch_size,
         window_seconds=settings.batch_window_seconds,
         serializer=JSONSerializer,
+        levels=levels,
     )
     beacon = Beacon(
         records,
@@ -315,7 +328,7 @@ def run_worker(
         },
     )
     worker = VideoWorker(
-        [queue],
+        levels,
         connection=connection,
         name=name,
         serializer=JSONSerializer,
@@ -331,10 +344,10 @@ def run_worker(
     )
     beacon.start()
     logger.info(
-        "worker %s serving %s on queue %s (batches of up to %d)",
+        "worker %s serving %s on queues %s (batches of up to %d)",
         name,
         card.name,
-        queue,
+        ", ".join(levels),
         settings.batch_size,
     )
     try:

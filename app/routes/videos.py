@@ -75,6 +75,17 @@ def _get_record(state: AppState, caller: Caller, video_id: str) -> VideoRecord:
     return record
 
 
+def _videos(state: AppState, records: list[VideoRecord]) -> list[Video]:
+    """The video objects of `records`, with the queue position of those still queued."""
+    queued = [(r.id, r.priority) for r in records if r.status is VideoStatus.queued]
+    positions = state.queue.positions(queued)
+    return [Video.from_record(r, positions.get(r.id)) for r in records]
+
+
+def _video(state: AppState, record: VideoRecord) -> Video:
+    return _videos(state, [record])[0]
+
+
 def _admit(state: AppState, caller: Caller) -> None:
     """A create's own limits, before its body is read: the caller's create rate (429) and
     the queue's length (503)."""
@@ -122,7 +133,7 @@ async def _create(
         )
         task_label = record.task.value
         status = 200
-        return Video.from_record(record)
+        return await run_in_threadpool(_video, state, record)
     except APIError as exc:
         status = exc.status_code
         raise
@@ -211,7 +222,7 @@ def list_videos(
         raise InvalidRequest(
             f"after={after!r} is not the id of a listed video", param="after"
         ) from None
-    data = [Video.from_record(r) for r in records]
+    data = _videos(state, records)
     return VideoList(
         data=data,
         first_id=data[0].id if data else None,
@@ -228,7 +239,7 @@ def retrieve_video(
     record = _get_record(state, caller, video_id)
     if record.status not in FINISHED:
         response.headers["openai-poll-after-ms"] = str(state.settings.poll_after_ms)
-    return Video.from_record(record)
+    return _video(state, record)
 
 
 @router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=_errors(404))
@@ -252,7 +263,7 @@ def cancel_video(video_id: VideoId, state: StateDep, caller: CallerDep) -> Video
             "can be cancelled"
         )
     _cancel(state, record)
-    return Video.from_record(_get_record(state, caller, video_id))
+    return _video(state, _get_record(state, caller, video_id))
 
 
 def _cancel(state: AppState, record: VideoRecord) -> None:
@@ -347,7 +358,8 @@ async def video_events(
             event_id = _event_id(current)
             if event_id != last:
                 last, quiet_since = event_id, time.monotonic()
-                data = Video.from_record(current).model_dump(mode="json")
+                video = await run_in_threadpool(_video, state, current)
+                data = video.model_dump(mode="json")
                 data["stage"] = current.stage
                 yield _sse("video", json.dumps(data), event_id)
             elif time.monotonic() - quiet_since >= EVENTS_KEEPALIVE_SECONDS:
