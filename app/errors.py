@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.artifacts import ArtifactError
+
 logger = logging.getLogger(__name__)
 
 # Retry-After on a 503 while Redis is unreachable (a restart takes seconds).
@@ -155,6 +157,21 @@ def install_error_handlers(app: FastAPI) -> None:
                 "server_error",
                 None,
                 "unavailable",
+            ),
+            status_code=503,
+            headers={"Retry-After": retry_after_header(REDIS_RETRY_AFTER_SECONDS)},
+        )
+
+    @app.exception_handler(ArtifactError)
+    async def _storage_down(request: Request, exc: ArtifactError) -> JSONResponse:
+        # The message names the store and the cause, never a credential (core/artifacts.py).
+        logger.error("artifact store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body(
+                f"the service's artifact storage failed; try again shortly ({exc})",
+                "server_error",
+                None,
+                "storage_unavailable",
             ),
             status_code=503,
             headers={"Retry-After": retry_after_header(REDIS_RETRY_AFTER_SECONDS)},

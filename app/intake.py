@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
 import mimetypes
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from fastapi import Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from core.artifacts import ArtifactError, ArtifactMissing
 from core.config import Settings
 from app.errors import (
     Conflict,
@@ -336,13 +336,14 @@ class Intake:
                     param=name,
                 )
             variant = "image" if name == "image" and "image" in source.outputs else "video"
-            src = self.store.path(ref.id, source.outputs[variant])
-            path = folder / f"input_{name}{src.suffix}"
+            stored = source.outputs[variant]
+            path = folder / f"input_{name}{Path(stored).suffix}"
             try:
-                os.link(src, path)
-            except OSError:
-                shutil.copyfile(src, path)
-            return path
+                return self.store.artifacts.fetch(ref.id, stored, path)
+            except ArtifactMissing:
+                raise NotFound(
+                    f"{name}: the {variant} of video {ref.id} is no longer stored", param=name
+                ) from None
         url = ref.image_url or ref.url
         if url is not None:
             if not url.startswith("data:") or ";base64," not in url:
@@ -578,9 +579,10 @@ class Intake:
         parse_seconds(fields.seconds)  # a malformed value fails before any upload is read
         self.limits.reserve_slot(identity, video_id, self.settings.max_active_jobs_per_key)
 
-        folder = self.store.video_dir(video_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        artifacts = self.store.artifacts
+        scratch = contextlib.ExitStack()  # where inputs are probed (S3: a temporary folder)
         try:
+            folder = scratch.enter_context(artifacts.scratch(video_id))
             inputs = self._gather_inputs(request, folder, owner)
             task = self._resolve_task(fields, inputs, default_task, allowed_tasks)
             video = inputs.get("video")
@@ -593,6 +595,8 @@ class Intake:
                 # av_continuation of an mp4 with sound: its own track is the audio input.
                 inputs["audio"] = StoredInput(kind="audio", name=video.name, info=video.info)
             spec, frames = self._build_spec(fields, task, inputs)
+            # every check passed: store the inputs (S3: uploaded from the local folder)
+            artifacts.publish(video_id, folder, {s.name for s in inputs.values()})
             record = VideoRecord(
                 id=video_id,
                 model=self.card.name,
@@ -611,9 +615,12 @@ class Intake:
             )
             self.store.create(record)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(ArtifactError):
+                artifacts.delete(video_id)
             self.limits.release_slot(identity, video_id)
             raise
+        finally:
+            scratch.close()
         try:
             self.queue.enqueue(
                 video_id,

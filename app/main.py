@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from core.artifacts import ArtifactError
 from core.config import Settings, get_settings
 from core.redact import redact_url
 from app.errors import install_error_handlers
@@ -66,14 +67,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.artifacts.mkdir(parents=True, exist_ok=True)
+        try:
+            await run_in_threadpool(state.store.artifacts.check)  # the folder store: makes it
+        except ArtifactError as exc:  # /readyz says so until it is fixed
+            logger.warning("the artifact store is not ready: %s", exc)
         sweeper = asyncio.create_task(_sweep_expired(state))
         logger.info(
-            "serving model %s (%s) on queue %s, Redis %s",
+            "serving model %s (%s) on queue %s, Redis %s, artifacts in %s",
             state.card.name,
             state.card.size,
             state.queue.name,
             redact_url(settings.redis),
+            state.store.artifacts.describe(),
         )
         try:
             yield

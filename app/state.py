@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from redis import Redis
 
+from core.artifacts import open_artifacts
 from core.config import Settings
 from app.intake import Intake
 from core.keys import parse_api_keys
@@ -32,7 +33,7 @@ class AppState:
     def build(cls, settings: Settings) -> AppState:
         card = load_card(settings.model)
         redis = Redis.from_url(settings.redis, decode_responses=True)
-        store = Store(redis, settings.artifacts, retention_seconds=settings.retention_seconds)
+        store = Store(redis, open_artifacts(settings), retention_seconds=settings.retention_seconds)
         queue = JobQueue(Redis.from_url(settings.redis), card.name)
         limits = Limits(redis)
         return cls(

@@ -59,6 +59,17 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     # Inputs and outputs of each video, one folder per id. Every worker must reach it.
     artifact_dir: Path | None = None
+    # Object storage instead of the folder: s3://BUCKET/PREFIX (core/artifacts.py). Credentials
+    # come from boto3's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, a role),
+    # never from here. Unset: the folder above.
+    artifact_url: str | None = None
+    # The S3-compatible server (SeaweedFS, MinIO, ...); unset: AWS S3.
+    s3_endpoint_url: str | None = None
+    # Downloads answer 302 to a presigned URL of the object instead of streaming it through
+    # the API (clients must reach the endpoint).
+    s3_presign: bool = False
+    # How long a presigned download URL works.
+    s3_presign_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     host: str = "127.0.0.1"
     port: int = 8000
     # Uploads larger than this are refused with 413.
@@ -127,6 +138,25 @@ class Settings(BaseSettings):
 
         parse_api_keys(value)  # a malformed hash fails at start, not at the first request
         return value
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _check_artifact_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from core.artifacts import parse_s3_url
+
+        parse_s3_url(value)  # a malformed URL fails at start, naming the accepted form
+        return value.strip()
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.strip().startswith(("http://", "https://")):
+            raise ValueError("VIDEOPOET_S3_ENDPOINT_URL must be an http:// or https:// URL")
+        return value.strip()
 
     @property
     def artifacts(self) -> Path:

@@ -1,10 +1,11 @@
-"""Video records in Redis, their files in the artifact directory.
+"""Video records in Redis, their files in the artifact store (core/artifacts.py).
 
 A record is a Redis hash (one JSON-encoded value per field, so the API and a worker can
 update different fields without clobbering each other), listed by a sorted set scored by
 creation time (and, for a keyed caller, by a sorted set of its own). Status changes go
 through one Lua script that checks the current status, so a cancel and a completion cannot
-both win. Files live in ``<artifact_dir>/<video id>/``.
+both win. Files live in the artifact store under the video's id (a folder
+``<artifact_dir>/<video id>/``, or objects under ``s3://BUCKET/PREFIX/<video id>/``).
 
 An Idempotency-Key is claimed before the video is made: the claim holds the video id and a
 fingerprint of the request, so a retry with the same body gets the same video and one with
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import time
 import uuid
 from enum import Enum
@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 from redis import Redis
 
+from core.artifacts import ArtifactError, Artifacts, FolderArtifacts
 from models.spec import Task, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -157,11 +158,16 @@ return 0
 
 
 class Store:
-    """Records in Redis (a client with ``decode_responses=True``) and files on disk."""
+    """Records in Redis (a client with ``decode_responses=True``) and files in `artifacts` (a
+    path: the folder store there)."""
 
-    def __init__(self, redis: Redis, artifact_dir: Path, retention_seconds: int = 24 * 3600):
+    def __init__(
+        self, redis: Redis, artifacts: Artifacts | Path, retention_seconds: int = 24 * 3600
+    ):
         self.redis = redis
-        self.artifact_dir = Path(artifact_dir)
+        self.artifacts = (
+            artifacts if isinstance(artifacts, Artifacts) else FolderArtifacts(Path(artifacts))
+        )
         self.retention_seconds = retention_seconds
         self._transition = redis.register_script(_TRANSITION)
         self._claim = redis.register_script(_CLAIM)
@@ -169,10 +175,13 @@ class Store:
 
     # --- files -------------------------------------------------------------------------
     def video_dir(self, video_id: str) -> Path:
+        """The video's folder (folder store only; object storage has none)."""
         if not VIDEO_ID_RE.fullmatch(video_id):
             # Ids come from new_video_id(); this keeps any other string out of the path.
             raise ValueError(f"not a video id: {video_id!r}")
-        return self.artifact_dir / video_id
+        if not isinstance(self.artifacts, FolderArtifacts):
+            raise TypeError(f"{self.artifacts.describe()} keeps no folder per video")
+        return self.artifacts.folder(video_id)
 
     def path(self, video_id: str, name: str) -> Path:
         return self.video_dir(video_id) / name
@@ -310,7 +319,10 @@ class Store:
         return records, len(ids) > limit
 
     def delete(self, video_id: str) -> bool:
-        """Remove the record and its files. False when there was no such record."""
+        """Remove the files and then the record. False when there was no such record. Raises
+        ArtifactError (the record stays) when the artifact store cannot delete the files."""
+        if VIDEO_ID_RE.fullmatch(video_id):
+            self.artifacts.delete(video_id)
         owner, claim = cast(
             "list[str | None]",
             self.redis.hmget(RECORD_KEY.format(video_id), ["owner", "idempotency_claim"]),
@@ -324,18 +336,22 @@ class Store:
             if claim and json.loads(claim):
                 pipe.delete(json.loads(claim))
             existed = pipe.execute()[0]
-        if VIDEO_ID_RE.fullmatch(video_id):
-            shutil.rmtree(self.video_dir(video_id), ignore_errors=True)
         return bool(existed)
 
     def delete_expired(self, now: float | None = None) -> list[str]:
         """Delete every video whose expires_at has passed; returns their ids."""
         now = time.time() if now is None else now
         expired = cast("list[str]", self.redis.zrangebyscore(EXPIRY_KEY, 0, now))
+        deleted = []
         for video_id in expired:
-            self.delete(video_id)
+            try:
+                self.delete(video_id)
+            except ArtifactError as exc:  # kept in the expiry set: the next sweep tries again
+                logger.warning("expired video %s not deleted yet: %s", video_id, exc)
+                continue
+            deleted.append(video_id)
             logger.info("deleted expired video %s", video_id)
-        return expired
+        return deleted
 
     def sweep(self, lock_seconds: int) -> list[str]:
         """delete_expired() under a lock, so one of several API processes does it."""

@@ -354,3 +354,8 @@ def image_png(tmp_path: Path) -> Path:
     image = np.zeros((40, 48, 3), np.uint8)
     image[10:30, 10:30] = (40, 200, 40)
     return media.encode_image(tmp_path / "image.png", image)
+
+
+# --- object storage ----------------------------------------------------------------------
+# `s3_server`: SeaweedFS's S3 gateway for the session (tests/s3server.py).
+from tests.s3server import S3Server, s3_server  # noqa: E402, F401

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import logging
 import math
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
+from core.artifacts import ArtifactError
 from core.config import Settings
 from core.store import FINISHED, Store, VideoError, VideoRecord, VideoStatus, format_seconds
 from models.card import ModelCard
@@ -234,18 +234,21 @@ class VideoJob:
 
     # --- stages ------------------------------------------------------------------------
     def prepare_inputs(self, record: VideoRecord) -> tuple[TaskSpec, GenerationInputs]:
-        """Decode the stored inputs (ffmpeg in a subprocess, with a timeout)."""
-        folder = self.store.video_dir(record.id)
-        files = {kind: folder / name for kind, name in record.inputs.items()}
-        return decode_inputs(record.spec, self.rt.pipeline.card, files, self.rt.settings)
+        """Decode the stored inputs (ffmpeg in a subprocess, with a timeout), from local
+        copies where the artifact store is not a folder on this machine."""
+        with self.store.artifacts.local_files(record.id, record.inputs.values()) as paths:
+            files = {kind: paths[name] for kind, name in record.inputs.items()}
+            return decode_inputs(record.spec, self.rt.pipeline.card, files, self.rt.settings)
 
     def store_outputs(self, record: VideoRecord, result: GenerationResult) -> dict[str, str]:
-        return write_outputs(
-            self.store.video_dir(record.id),
-            record.task,
-            result,
-            timeout=self.rt.settings.ffmpeg_timeout_seconds,
-        )
+        """Encode the outputs into a local folder and store them in the artifact store."""
+        artifacts = self.store.artifacts
+        with artifacts.scratch(record.id) as folder:
+            outputs = write_outputs(
+                folder, record.task, result, timeout=self.rt.settings.ffmpeg_timeout_seconds
+            )
+            artifacts.publish(record.id, folder, outputs.values())
+        return outputs
 
     # --- endings -----------------------------------------------------------------------
     def handle_success(
@@ -273,7 +276,10 @@ class VideoJob:
         )
         if done == -1:
             # Deleted while it ran: the files written since must go too.
-            shutil.rmtree(self.store.video_dir(self.video_id), ignore_errors=True)
+            try:
+                self.store.artifacts.delete(self.video_id)
+            except ArtifactError as exc:
+                logger.warning("outputs of deleted video %s not removed: %s", self.video_id, exc)
             logger.info("video %s was deleted while it ran", self.video_id)
             return {"status": "deleted"}
         if done == 0:
@@ -307,6 +313,9 @@ class VideoJob:
                 f"generation took longer than the job timeout ({self.timeout} s, "
                 "VIDEOPOET_JOB_TIMEOUT_SECONDS) and was stopped"
             )
+        elif isinstance(exc, ArtifactError):
+            # The artifact store is unreachable or refuses us: the message names it (no secret).
+            code, message = "storage_error", f"the artifact store failed: {exc}"
         elif isinstance(exc, TaskSpecError) or (
             isinstance(exc, media.MediaError) and stage == "inputs"
         ):

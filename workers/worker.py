@@ -35,6 +35,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
+from core.artifacts import open_artifacts
 from core.config import Settings, get_settings
 from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name, queue_names
 from core.store import Store, VideoError, VideoStatus
@@ -287,7 +288,7 @@ def run_worker(
     name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
     records = Redis.from_url(settings.redis, decode_responses=True)
     connection = Redis.from_url(settings.redis)
-    store = Store(records, settings.artifacts, retention_seconds=settings.retention_seconds)
+    store = Store(records, open_artifacts(settings), retention_seconds=settings.retention_seconds)
 
     pipeline, load_seconds = runtime.load_pipeline(settings)
     card = pipeline.card

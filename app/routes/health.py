@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.state import AppState, get_state
+from core.artifacts import ArtifactError
 from core.redact import redact_text, redact_url
 
 router = APIRouter(tags=["health"])
@@ -21,7 +22,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 class Health(str, Enum):
     alive = "alive"  # the process answers
-    ready = "ready"  # Redis answers and a worker serves this model
+    ready = "ready"  # Redis and the artifact store answer and a worker serves this model
     unavailable = "unavailable"  # alive, but jobs would not run: see `reason`
 
 
@@ -41,7 +42,8 @@ def healthz() -> HealthReport:
 
 @router.get("/readyz", response_model=HealthReport, responses={503: {"model": HealthReport}})
 def readyz(state: StateDep) -> HealthReport | JSONResponse:
-    """Readiness: Redis reachable and at least one live worker for the served model."""
+    """Readiness: Redis reachable, the artifact store usable (bucket reachable, credentials
+    accepted) and at least one live worker for the served model."""
     model = state.card.name
     try:
         state.redis.ping()
@@ -50,6 +52,12 @@ def readyz(state: StateDep) -> HealthReport | JSONResponse:
     except RedisError as exc:
         where = redact_url(state.settings.redis)
         return _unavailable(model, f"Redis at {where} is unreachable: {redact_text(str(exc))}")
+    try:
+        state.store.artifacts.check()
+    except ArtifactError as exc:  # its message names the store and the cause, no secret
+        return _unavailable(
+            model, f"the artifact store is not usable: {exc}", workers=workers, queue_depth=depth
+        )
     if workers == 0:
         others = [q for q in state.queue.live_workers_elsewhere() if q != state.queue.name]
         reason = f"no live worker serves model {model!r}"

@@ -7,10 +7,11 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import PurePath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.auth import Caller, CallerDep, authenticate
@@ -27,6 +28,7 @@ from app.schemas import (
     create_body_openapi,
 )
 from app.state import AppState, get_state
+from core.artifacts import ArtifactMissing, RangeNotSatisfiable
 from core.store import FINISHED, VideoRecord, VideoStatus
 from models.spec import Task
 
@@ -280,18 +282,25 @@ def _cancel(state: AppState, record: VideoRecord) -> None:
 @router.get(
     "/videos/{video_id}/content",
     response_class=FileResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **_errors(404, 409)},
+    responses={
+        200: {"content": {t: {} for t in MEDIA_TYPES.values()}},
+        206: {"description": "The byte range a Range header asked for"},
+        302: {"description": "VIDEOPOET_S3_PRESIGN: a presigned URL of the file (Location)"},
+        **_errors(404, 409, 416),
+    },
 )
 def download_content(
     video_id: VideoId,
+    request: Request,
     state: StateDep,
     caller: CallerDep,
     variant: Annotated[
         Literal["video", "thumbnail", "spritesheet", "image"],
         Query(description="video (mp4), thumbnail (webp), spritesheet (jpg), image (png, stills)"),
     ] = "video",
-) -> FileResponse:
-    """Download the mp4, or its thumbnail, spritesheet, or the PNG of a still."""
+) -> Response:
+    """Download the mp4, or its thumbnail, spritesheet, or the PNG of a still (byte ranges
+    served; with VIDEOPOET_S3_PRESIGN, a 302 to a presigned URL that expires)."""
     record = _get_record(state, caller, video_id)
     if record.status is not VideoStatus.completed:
         raise Conflict(
@@ -303,11 +312,43 @@ def download_content(
             f"video {video_id} has no {variant}; available: {', '.join(sorted(record.outputs))}",
             param="variant",
         )
-    path = state.store.path(video_id, name)
-    if not path.is_file():
-        raise NotFound(f"the {variant} of video {video_id} is no longer stored", param="variant")
-    media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
-    return FileResponse(path, media_type=media_type, filename=f"{video_id}{path.suffix}")
+    suffix = PurePath(name).suffix
+    media_type = MEDIA_TYPES.get(suffix, "application/octet-stream")
+    filename = f"{video_id}{suffix}"
+    gone = NotFound(f"the {variant} of video {video_id} is no longer stored", param="variant")
+    artifacts = state.store.artifacts
+    path = artifacts.local_path(video_id, name)
+    if path is not None:  # the folder store: Starlette serves the file (and byte ranges)
+        if not path.is_file():
+            raise gone
+        return FileResponse(path, media_type=media_type, filename=filename)
+    if state.settings.s3_presign:
+        if not artifacts.exists(video_id, name):
+            raise gone
+        url = artifacts.presign(
+            video_id,
+            name,
+            expires_seconds=state.settings.s3_presign_seconds,
+            filename=filename,
+            media_type=media_type,
+        )
+        if url is not None:
+            return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    try:
+        blob = artifacts.read(video_id, name, request.headers.get("range"))
+    except ArtifactMissing:
+        raise gone from None
+    except RangeNotSatisfiable as exc:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{exc.total}"})
+    return StreamingResponse(
+        blob.chunks,
+        status_code=blob.status,
+        media_type=media_type,
+        headers={
+            **blob.headers(),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
 
 
 def _event_id(record: VideoRecord) -> str:
