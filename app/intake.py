@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from core.artifacts import ArtifactError, ArtifactMissing
+from core.characters import Characters
 from core.config import Settings
 from app.errors import (
     Conflict,
@@ -82,6 +83,7 @@ class StoredInput:
     kind: str  # "image", "video" or "audio": the slot it fills
     name: str  # file name in the video folder
     info: MediaInfo
+    character: str | None = None  # the character it was copied from ({"character_id": ...})
 
 
 @dataclass
@@ -344,6 +346,8 @@ class Intake:
                 raise NotFound(
                     f"{name}: the {variant} of video {ref.id} is no longer stored", param=name
                 ) from None
+        if ref.character_id is not None:
+            return self._save_character(name, ref.character_id, folder, owner)
         url = ref.image_url or ref.url
         if url is not None:
             if not url.startswith("data:") or ";base64," not in url:
@@ -369,10 +373,44 @@ class Intake:
             path.write_bytes(raw)
             return path
         raise InvalidRequest(
-            f'{name}: give a file upload, {{"id": "video_..."}} of a completed video, or '
-            '{"image_url": "data:...;base64,..."} (file ids are not supported)',
+            f'{name}: give a file upload, {{"id": "video_..."}} of a completed video, '
+            '{"character_id": "char_..."}, or {"image_url": "data:...;base64,..."} (file ids '
+            "are not supported)",
             param=name,
         )
+
+    def _save_character(
+        self, name: str, character_id: str, folder: Path, owner: str | None
+    ) -> Path:
+        """A character's reference, copied into the new video's folder (core/characters.py)."""
+        character = Characters(self.store).get(character_id)
+        if character is None or (owner is not None and character.owner != owner):
+            raise NotFound(f"{name}: no character with id {character_id!r}", param=name)
+        path = folder / f"input_{name}{Path(character.file).suffix}"
+        try:
+            return self.store.artifacts.fetch(character_id, character.file, path)
+        except ArtifactMissing:
+            raise NotFound(
+                f"{name}: the reference of character {character_id} is no longer stored",
+                param=name,
+            ) from None
+
+    @staticmethod
+    def _check_characters(task: Task, inputs: dict[str, StoredInput]) -> None:
+        """A character conditions a task that takes its kind of input; else a 422 naming
+        the tasks that do."""
+        for kind, stored in inputs.items():
+            wanted = INPUT_NAMES[kind]
+            required, optional = TASK_INPUTS[task]
+            if stored.character is None or wanted in required | optional:
+                continue
+            takes = sorted(t.value for t, (req, opt) in TASK_INPUTS.items() if wanted in req | opt)
+            article = "an" if kind == "image" else "a"
+            raise InvalidRequest(
+                f"character {stored.character} gives {article} {kind} input, which task "
+                f"{task.value} does not take; tasks that take {article} {kind}: {', '.join(takes)}",
+                param="task",
+            )
 
     def _gather_inputs(
         self, request: CreateRequest, folder: Path, owner: str | None = None
@@ -395,7 +433,12 @@ class Intake:
                 raise InvalidRequest(
                     f"{name}: a {kind} input was already given; give one {kind}", param=name
                 )
-            stored[kind] = StoredInput(kind=kind, name=path.name, info=info)
+            stored[kind] = StoredInput(
+                kind=kind,
+                name=path.name,
+                info=info,
+                character=ref.character_id if upload is None else None,
+            )
         return stored
 
     @staticmethod
@@ -585,6 +628,7 @@ class Intake:
             folder = scratch.enter_context(artifacts.scratch(video_id))
             inputs = self._gather_inputs(request, folder, owner)
             task = self._resolve_task(fields, inputs, default_task, allowed_tasks)
+            self._check_characters(task, inputs)
             video = inputs.get("video")
             if (
                 Input.audio in TASK_INPUTS[task][0]

@@ -23,7 +23,7 @@ from core.redact import redact_url
 from app.errors import install_error_handlers
 from app.intake import max_body_bytes
 from app.limits import BodyLimit
-from app.routes import health, playground, videos
+from app.routes import characters, health, playground, videos
 from app.schemas import VideoCreate
 from app.state import AppState
 
@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes(settings))
     install_error_handlers(app)
+    app.include_router(characters.router)  # before videos: /videos/characters is no video id
     app.include_router(videos.router)
     app.include_router(health.router)
     app.include_router(playground.router)

@@ -6,18 +6,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.characters import CharacterRecord
 from core.store import VideoError, VideoRecord, VideoStatus
 from models.spec import MAX_PROMPT_CHARS, MAX_SEED, Task
 
 
 class Reference(BaseModel):
     """An input given by reference instead of upload: a finished video of this service
-    (``{"id": "video_..."}``) or a base64 data URL
-    (``{"image_url": "data:image/png;base64,..."}``)."""
+    (``{"id": "video_..."}``), a character (``{"character_id": "char_..."}``, its image or
+    video) or a base64 data URL (``{"image_url": "data:image/png;base64,..."}``)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
+    character_id: str | None = None
     image_url: str | None = None
     url: str | None = None
     file_id: str | None = None
@@ -62,8 +64,11 @@ class VideoCreate(BaseModel):
     @field_validator("input_reference", "image", "video", "audio", mode="before")
     @classmethod
     def _parse_reference(cls, value: Any) -> Any:
-        # A bare id string is a reference to a finished video; an empty one is no input.
+        # A bare id string is a reference to a finished video (or, "char_...", a character);
+        # an empty one is no input.
         if isinstance(value, str):
+            if value.strip().startswith("char_"):
+                return {"character_id": value.strip()}
             return {"id": value} if value.strip() else None
         return value
 
@@ -128,6 +133,30 @@ class VideoList(BaseModel):
 class VideoDeleted(BaseModel):
     id: str
     object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True
+
+
+class Character(BaseModel):
+    """A character (POST /v1/videos/characters): the SDK's `id`, `created_at` and `name`, then
+    what the reference is."""
+
+    id: str
+    object: Literal["video.character"] = "video.character"
+    created_at: int
+    name: str
+    kind: Literal["image", "video"]  # what a create gets from it: an image or a video input
+    width: int | None = None
+    height: int | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def from_record(cls, record: CharacterRecord) -> Character:
+        return cls.model_validate(record.model_dump(exclude={"file", "owner"}))
+
+
+class CharacterDeleted(BaseModel):
+    id: str
+    object: Literal["video.character.deleted"] = "video.character.deleted"
     deleted: bool = True
 
 
