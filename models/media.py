@@ -200,20 +200,8 @@ def decode_video(
     if fps:
         stream = stream.filter("fps", fps=fps)
     stream = stream.filter("scale", width, height)
-    output_args: dict = {"format": "rawvideo", "pix_fmt": "rgb24"}
-    if max_frames:
-        output_args["frames:v"] = max_frames
-    args = (
-        ffmpeg.output(stream, "pipe:", **output_args)
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-        .compile(cmd=ffmpeg_exe())
-    )
-    raw = _run(args, timeout=timeout)
-    frame_bytes = width * height * 3
-    if len(raw) < frame_bytes:
-        raise MediaError("the video has no decodable frame")
-    frames = np.frombuffer(raw[: len(raw) // frame_bytes * frame_bytes], np.uint8)
-    return frames.reshape(-1, height, width, 3), float(rate)
+    output_args = {"frames:v": max_frames} if max_frames else {}
+    return _read_frames(stream, width, height, timeout, **output_args), float(rate)
 
 
 def decode_image(
@@ -261,8 +249,15 @@ def decode_frames(
         .video.filter("fps", fps=fps)
         .filter("scale", width, height, flags="area")
     )
+    return _read_frames(stream, width, height, timeout)
+
+
+def _read_frames(
+    stream: Any, width: int, height: int, timeout: float, **output_args: Any
+) -> np.ndarray:
+    """Run a video stream scaled to width x height into raw RGB: (T, height, width, 3) uint8."""
     args = (
-        ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24")
+        ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", **output_args)
         .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
         .compile(cmd=ffmpeg_exe())
     )
