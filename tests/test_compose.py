@@ -155,6 +155,33 @@ def test_the_api_needs_keys_to_listen_beyond_loopback() -> None:
         assert "VIDEOPOET_API_KEYS" not in environment(compose_config("cpu")["services"][name])
 
 
+def test_the_s3_profile_adds_seaweedfs_and_the_services_take_its_settings() -> None:
+    services = compose_config("s3", "cpu")["services"]
+    assert {"seaweedfs", "seaweedfs-bucket"} <= set(services)
+    # Only under its profile; the plain stack keeps the artifact folder.
+    assert services["seaweedfs"]["profiles"] == services["seaweedfs-bucket"]["profiles"] == ["s3"]
+    weed = services["seaweedfs"]
+    command = weed["command"]
+    assert command[0] == "server" and "-s3" in command and "-s3.port=8333" in command
+    # The extra listeners of its S3 gateway are off; nothing is published on the host.
+    assert {"-s3.port.iceberg=0", "-s3.port.lance=0"} <= set(command)
+    assert "ports" not in weed and any(v["target"] == "/data" for v in _volumes(weed))
+    bucket = services["seaweedfs-bucket"]
+    assert bucket["depends_on"]["seaweedfs"]["condition"] == "service_healthy"
+    assert "s3.bucket.create" in " ".join(bucket["command"])
+    for name in ("api", *WORKER_SERVICES):
+        env = environment(services[name])
+        for setting in (
+            "VIDEOPOET_ARTIFACT_URL",
+            "VIDEOPOET_S3_ENDPOINT_URL",
+            "VIDEOPOET_S3_PRESIGN",
+            "VIDEOPOET_S3_PRESIGN_SECONDS",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ):
+            assert setting in env, (name, setting)
+
+
 def _volumes(service: dict[str, Any]) -> list[dict[str, Any]]:
     volumes = []
     for volume in service.get("volumes", []):
