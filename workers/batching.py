@@ -21,6 +21,7 @@ from typing import cast
 from redis import Redis
 from rq.job import Job
 from rq.queue import Queue
+from rq.serializers import JSONSerializer
 
 from core.queue import RUN_VIDEO
 from core.store import Store, VideoRecord, VideoStatus
@@ -97,7 +98,9 @@ class Batcher:
         if queue.name not in self.levels:
             return [queue]
         above = self.levels[: self.levels.index(queue.name)]
-        return [Queue(name, connection=self.connection) for name in above] + [queue]
+        return [
+            Queue(name, connection=self.connection, serializer=JSONSerializer) for name in above
+        ] + [queue]
 
     def key(self, job: Job | None) -> Hashable | None:
         """The job's batch key; None for what must run alone (another function, no record)."""
