@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -332,6 +333,7 @@ class S3Artifacts(Artifacts):
         self.bucket, self.prefix = parse_s3_url(url)
         self.endpoint_url = endpoint_url or None
         self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()  # boto3 sessions are not safe to build from threads
 
     # --- plumbing --------------------------------------------------------------------------
     def describe(self) -> str:
@@ -344,7 +346,9 @@ class S3Artifacts(Artifacts):
         """A boto3 S3 client (thread-safe; one per kind): `quick` fails within seconds (the
         readiness check), the other retries and waits as transfers need."""
         kind = "quick" if quick else "transfer"
-        if kind not in self._clients:
+        with self._lock:
+            if kind in self._clients:
+                return self._clients[kind]
             import boto3
             from botocore.config import Config
 

@@ -221,3 +221,26 @@ def test_refused_credentials_make_readyz_503_and_fail_the_jobs_that_touch_the_bu
     assert refused.workers.alive()  # the worker failed those jobs and goes on
     for log in (refused.api.log, *refused.workers.log_dir.glob("test-worker-*.log")):
         assert secret not in log.read_text(errors="replace")
+
+
+def test_a_character_lives_in_the_bucket_and_conditions_a_video(
+    stack: S3Stack, image_png: Path
+) -> None:
+    client = stack.client()
+    with image_png.open("rb") as f:  # the SDK sends `video`; an image is a character too
+        character = client.videos.create_character(name="Green", video=f)
+    assert character.id and character.model_extra["kind"] == "image"
+    assert stack.objects(character.id) == ["reference.png"]
+
+    video = client.videos.create_and_poll(
+        prompt="it moves",
+        extra_body={"input_reference": {"character_id": character.id}},
+        poll_interval_ms=100,
+    )
+    assert video.status == "completed", video.error
+    assert video.model_extra["task"] == "image_to_video"
+    assert "input_input_reference.png" in stack.objects(video.id)
+
+    gone = httpx.delete(f"{stack.api.url}/v1/videos/characters/{character.id}")
+    assert gone.status_code == 200 and stack.objects(character.id) == []
+    assert "input_input_reference.png" in stack.objects(video.id)  # the video's own copy
