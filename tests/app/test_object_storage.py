@@ -164,7 +164,7 @@ def test_a_presigned_download_redirects_and_expires(stack: S3Stack) -> None:
         stack.env,
         stack.api.log.parent,
         VIDEOPOET_S3_PRESIGN="1",
-        VIDEOPOET_S3_PRESIGN_SECONDS="2",
+        VIDEOPOET_S3_PRESIGN_SECONDS="3",
         VIDEOPOET_API_KEYS=f"{ALICE},{BOB}",
     )
     try:
@@ -178,16 +178,18 @@ def test_a_presigned_download_redirects_and_expires(stack: S3Stack) -> None:
         assert answer.status_code == 302 and answer.headers["cache-control"] == "no-store"
         location = answer.headers["location"]
         assert location.startswith(stack.s3.endpoint) and "X-Amz-Signature=" in location
+        mp4 = httpx.get(location)  # no key: the signature in the URL is the permission
+        assert mp4.status_code == 200 and mp4.content[4:8] == b"ftyp"
         # The SDK follows the redirect (its key stays behind: another origin).
         png = alice.videos.download_content(video.id, extra_query={"variant": "image"}).read()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
-        assert alice.videos.download_content(video.id).read() == httpx.get(location).content
+        assert alice.videos.download_content(video.id).read() == mp4.content
 
         # Isolation as before: another key learns nothing, not even a URL.
         bob = httpx.get(content, headers={"Authorization": f"Bearer {BOB}"})
         assert bob.status_code == 404 and "location" not in bob.headers
         assert httpx.get(content).status_code == 401
-        time.sleep(3)
+        time.sleep(4)
         assert httpx.get(location).status_code == 403  # expired
     finally:
         presigning.stop()
