@@ -53,6 +53,8 @@ FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # Bytes per read of a streamed download.
 CHUNK_BYTES = 1024 * 1024
+# What the readiness check calls (HeadBucket: the bucket exists and the credentials are taken).
+CHECK = "the bucket check (HeadBucket)"
 # A single byte range of a Range header: "bytes=START-END", "bytes=START-" or "bytes=-LAST".
 _RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)")
 
@@ -388,9 +390,9 @@ class S3Artifacts(Artifacts):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchKey", "404", "NotFound") and what != "check":
+            if code in ("NoSuchKey", "404", "NotFound") and what != CHECK:
                 return ArtifactMissing(f"{where}: the file is not stored")
-            if code in ("NoSuchBucket",) or (code == "404" and what == "check"):
+            if code in ("NoSuchBucket",) or (code == "404" and what == CHECK):
                 return ArtifactError(f"{where}: the bucket {self.bucket!r} does not exist")
             if code in (
                 "InvalidAccessKeyId",
@@ -430,7 +432,7 @@ class S3Artifacts(Artifacts):
 
     # --- the interface ---------------------------------------------------------------------
     def check(self) -> None:
-        with self._calling("check"):
+        with self._calling(CHECK):
             self._client(quick=True).head_bucket(Bucket=self.bucket)
 
     def put_file(self, owner_id: str, name: str, path: Path) -> None:
