@@ -9,6 +9,7 @@ import torch
 
 from models.audio_tokenizer import AudioTokenizer, spectral_peak_hz
 from models.conditioning import fit_samples
+from models.train import distributed
 from models.train.data import open_data
 from models.train.loop import DEFAULTS, Run, train_loop
 
@@ -62,9 +63,11 @@ def train_audio_tokenizer(args) -> dict:
 
     def step_fn(rng, step):
         rows = []
-        for _ in range(batch):
-            audio = data[int(rng.integers(len(data)))].audio
-            start = int(rng.integers(0, max(1, len(audio) - n - lead + 1)))
+        seeds = rng.integers(2**63, size=batch)  # one stream per example of the global batch
+        for j in distributed.shard(batch):  # this process's examples of it
+            own = np.random.default_rng(seeds[j])
+            audio = data[int(own.integers(len(data)))].audio
+            start = int(own.integers(0, max(1, len(audio) - n - lead + 1)))
             rows.append(fit_samples(audio[start:], n + lead))
         both = torch.from_numpy(np.stack(rows)).to(args.device)
         x = both[:, lead:]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from models import pipeline
+from models.train import distributed
 from models.train.audio_tokenizer import train_audio_tokenizer
 from models.train.errors import TrainingError
 from models.train.lm import TASK_WEIGHTS, task_weights, train_lm
@@ -46,7 +47,13 @@ def common_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--resume", action="store_true", help="continue from DIR/train/<stage>.pt")
     g.add_argument("--data", default="shapes-av", help="'shapes-av' or a JSONL of {video, caption}")
-    g.add_argument("--batch", type=int, default=0, help="batch size (default: the stage's)")
+    g.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="global batch size (default: the stage's); under torchrun each of the N "
+        "processes takes batch / N examples, so it must divide by N",
+    )
     g.add_argument(
         "--lr", type=float, default=0.0, help="peak learning rate (default: the stage's)"
     )
@@ -71,7 +78,8 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--device",
         default="auto",
-        help="auto (cuda when a GPU is seen, else cpu), cpu or cuda; bfloat16 autocast on cuda",
+        help="auto (cuda when a GPU is seen, else cpu), cpu or cuda; bfloat16 autocast on cuda; "
+        "under torchrun each process takes cuda:LOCAL_RANK (NCCL), or the CPU (gloo)",
     )
     g.add_argument(
         "--seed",
@@ -96,7 +104,7 @@ def add_video_tokenizer_flags(p: argparse.ArgumentParser) -> None:
         "--image-batch",
         type=int,
         default=0,
-        help="every other step trains on this many single frames",
+        help="every other step trains on this many single frames (global, like --batch)",
     )
     g.add_argument(
         "--foreground-weight",
@@ -188,6 +196,13 @@ def add_lm_flags(p: argparse.ArgumentParser) -> None:
         "with a probability drawn from [0, P] (targets unchanged), so the LM must read the "
         "task's input, not only copy its own output",
     )
+    g.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard the LM's weights, gradients and optimizer state across the "
+        "processes (FSDP) instead of keeping a copy on each (DDP): for an LM whose training "
+        "state does not fit one device (videopoet-8b); checkpoints stay whole",
+    )
     defaults = ", ".join(f"{t.value}={w:g}" for t, w in TASK_WEIGHTS.items())
     g.add_argument(
         "--task-weights",
@@ -223,11 +238,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_stage(args: argparse.Namespace) -> dict:
     """Check the parsed flags, then train `args.stage`; raises TrainingError for a mistake the
-    user can fix, before any tokenizing or training where it can tell."""
+    user can fix, before any tokenizing or training where it can tell.
+
+    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) it joins the process group first and
+    leaves it on every way out."""
     try:
-        args.device = pipeline.resolve_device(args.device)
+        device = pipeline.resolve_device(args.device)
     except ValueError as exc:
         raise TrainingError(f"--device: {exc}") from None
+    try:
+        args.device = distributed.start(device)
+        return _run_stage(args)
+    finally:
+        distributed.stop()
+
+
+def _run_stage(args: argparse.Namespace) -> dict:
+    world = distributed.world()
+    if world.distributed:
+        if args.batch:
+            distributed.local_batch(args.batch)
+        if args.stage == "video-tokenizer" and args.image_batch:
+            distributed.local_batch(args.image_batch, "--image-batch")
+        if args.stage == "video-tokenizer" and args.adversarial_weight:
+            raise TrainingError(
+                "--adversarial-weight is not supported under torchrun yet (the discriminator "
+                "trains in one process): train the adversarial stage in one process"
+            )
+    elif getattr(args, "fsdp", False):
+        log.warning("--fsdp shards across torchrun's processes; in one process it does nothing")
     if args.stage == "video-tokenizer":
         check_crop_frames(args.crop_frames)
     if args.stage == "lm":

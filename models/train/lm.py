@@ -15,6 +15,7 @@ from models.conditioning import latent_box_mask
 from models.lm import PrefixLM, prefix_mask
 from models.pipeline import TaskShapes
 from models.spec import Task
+from models.train import distributed
 from models.train.errors import TrainingError
 from models.train.loop import DEFAULTS, Run, train_loop
 from models.train.token_cache import cached_lm_data
@@ -275,10 +276,36 @@ def lm_loss(
     return total / count
 
 
+def shard_batch(
+    b: dict, inputs: torch.Tensor | None, own: range
+) -> tuple[dict, torch.Tensor | None]:
+    """Rows `own` of a global batch (`lm_batch`'s) and of its fed ids. Its text_len stays the
+    global batch's, so each row computes as it does in one process."""
+    rows = slice(own.start, own.stop)
+    batch = b["batch"]
+    weight = b["visual_weight"]
+    part = replace(
+        batch,
+        ids=batch.ids[rows],
+        key_valid=batch.key_valid[rows],
+        text=None if batch.text is None else batch.text[rows],
+        forced=batch.forced[rows],
+    )
+    return (
+        {**b, "batch": part, "visual_weight": None if weight is None else weight[rows]},
+        None if inputs is None else inputs[rows],
+    )
+
+
 def train_lm(args) -> dict:
     run = Run(args.out, "lm", args.config)
     config = run.config
-    d = cached_lm_data(run, args.data, args.clips, args.seed, device=args.device)
+    # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
+    if run.world.main:
+        d = cached_lm_data(run, args.data, args.clips, args.seed, device=args.device)
+    distributed.barrier()
+    if not run.world.main:
+        d = cached_lm_data(run, args.data, args.clips, args.seed, device=args.device)
     torch.manual_seed(args.seed)
     lm = PrefixLM(config.lm)
     lm.init_weights()
@@ -292,7 +319,11 @@ def train_lm(args) -> dict:
     batch = args.batch or DEFAULTS["lm"].batch
     N = len(d["video"])
 
+    own = distributed.shard(batch)  # this process's rows of each global batch
+
     def step_fn(rng, step):
+        # the whole global batch is drawn (indices into the cache: cheap), each process keeps
+        # its rows, so N processes train on the rows one would
         task = tasks[int(rng.choice(len(tasks), p=weights))]
         rows = rng.integers(0, N, batch)
         b = lm_batch(task, d, rows, layouts[task], vocab, shapes, rng, args.changed_weight)
@@ -301,6 +332,8 @@ def train_lm(args) -> dict:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             rates = torch.from_numpy(rng.uniform(0, args.input_noise, batch)).float()
             inputs = corrupt_outputs(b["batch"], vocab, rates, g)
+        if len(own) < batch:
+            b, inputs = shard_batch(b, inputs, own)
         on_device = batch_to_device(b["batch"], args.device)
         loss = lm_loss(lm, on_device, vocab, b["text_len"], b["visual_weight"], inputs)
         return loss, {f"loss_{task.value}": loss.detach()}

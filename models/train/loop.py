@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from models.pipeline import ModelConfig
+from models.train import distributed
 from models.train.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,21 @@ DEFAULTS = {
 
 
 class Run:
-    """One stage's folder, config, training state, log and clock."""
+    """One stage's folder, config, training state, log and clock. Under torchrun every rank has
+    one; rank 0 alone writes the folder."""
 
     def __init__(self, out: str | Path, stage: str, config_name: str):
         self.out = Path(out)
         self.stage = stage
         self.component = STAGES[stage]
-        (self.out / "train").mkdir(parents=True, exist_ok=True)
+        self.world = distributed.world()
         cfg_path = self.out / "config.json"
+        if self.world.main:
+            (self.out / "train").mkdir(parents=True, exist_ok=True)
+            if not cfg_path.is_file():
+                config = ModelConfig.from_name(config_name)
+                cfg_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        distributed.barrier()  # the others read the config rank 0 has written
         if cfg_path.is_file():
             self.config = ModelConfig.from_dict(json.loads(cfg_path.read_text()))
             if self.config.name != config_name:  # --config names the preset of a new folder only
@@ -62,9 +70,8 @@ class Run:
                     self.config.name,
                     config_name,
                 )
-        else:
+        else:  # rank 0 could not write it (it raised): the same error here
             self.config = ModelConfig.from_name(config_name)
-            cfg_path.write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         self.state_path = self.out / "train" / f"{self.component}.pt"
         self.log_path = self.out / "train" / f"{self.component}.jsonl"
 
@@ -85,12 +92,17 @@ class Run:
         elapsed: float,
         extra: dict | None = None,
     ) -> None:
-        """Training state (atomically) and the component's shipped weights."""
+        """Training state (atomically) and the component's shipped weights; under torchrun every
+        rank calls it (FSDP gathers the shards) and rank 0 writes."""
         from safetensors.torch import save_file
 
+        model, optimizer = distributed.full_state(module, opt)
+        if not self.world.main:
+            return
         state = {
-            "model": module.state_dict(),
-            "optimizer": opt.state_dict(),
+            "model": model,
+            "optimizer": optimizer,
+            "world_size": self.world.size,
             "step": step,
             "elapsed_s": elapsed,
             **(extra or {}),
@@ -98,14 +110,17 @@ class Run:
         tmp = self.state_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.state_path)
-        weights = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        weights = {k: v.detach().contiguous().cpu() for k, v in model.items()}
         tmp = self.out / f"{self.component}.safetensors.tmp"
         save_file(weights, str(tmp))
         tmp.replace(self.out / f"{self.component}.safetensors")
 
     def log(self, record: dict) -> None:
+        """One JSON line (rank 0's), with the run's world_size."""
+        if not self.world.main:
+            return
         with self.log_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps({**record, "world_size": self.world.size}) + "\n")
 
 
 def init_path(folder: str | Path, component: str) -> Path:
@@ -188,22 +203,25 @@ def train_loop(
     """The shared loop: lr schedule, clipping, logging, checkpoints, resume, time limit.
 
     step_fn(rng, step) -> (loss, {name: value to log}); rng is the step's own, so the data
-    order is a function of the seed and step alone. extra_state() gives what else a checkpoint
-    keeps (a discriminator); load_extra(state) restores it on resume.
+    order is a function of the seed and step alone (under torchrun every rank draws the same
+    global batch and takes its own examples of it: `distributed.shard`). extra_state() gives
+    what else a checkpoint keeps (a discriminator); load_extra(state) restores it on resume.
+
+    Under torchrun the step runs through DDP (FSDP with args.fsdp), the logged losses are the
+    mean over ranks, and the ranks agree each step on whether to checkpoint or stop.
     """
     from tqdm import tqdm
 
+    world = distributed.world()
     d = DEFAULTS[run.component]
     steps = args.steps or d.steps
     warmup = min(d.warmup, max(1, steps // 10))
     lr = args.lr or d.lr
     module.to(args.device)
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     state = run.load_state(args.resume)
     start, elapsed = 0, 0.0
-    if state is not None:
+    if state is not None:  # every rank reads the same file, before any sharding
         module.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
         if load_extra is not None:
             load_extra(state)
@@ -211,35 +229,63 @@ def train_loop(
     elif args.init_from:  # main_train has resolved it to the component's file
         load_matching(module, str(args.init_from))
     module.train()
+    step_through = distributed.wrap(module, step_fn, args.device, getattr(args, "fsdp", False))
+    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    if state is not None:
+        distributed.load_optimizer(module, opt, state["optimizer"])
     stop = StopSignal()
     t_start = time.perf_counter()
     t_ckpt = time.perf_counter()
     limit = args.max_minutes * 60 if args.max_minutes else math.inf
-    bar = tqdm(total=steps, initial=start, desc=run.stage, mininterval=10, file=sys.stderr)
+    bar = tqdm(
+        total=steps,
+        initial=start,
+        desc=run.stage,
+        mininterval=10,
+        file=sys.stderr,
+        disable=not world.main,
+    )
     step, last = start, {}
     ema = None
+    ran = 0.0  # seconds this run has trained, as of the last step (the ranks' mean)
     stop_at = min(steps, args.stop_at or steps)
-    while step < stop_at and not stop.flag:
+    while step < stop_at:  # a stop signal breaks below, when every rank knows of it
         t0 = time.perf_counter()
         rng = np.random.default_rng([args.seed, step])  # data order: a function of the step
         # with --max-minutes the cosine follows whichever runs out first, steps or time
-        clock = (time.perf_counter() - t_start) / limit * steps if limit < math.inf else 0
+        # (the ranks' clock of the step before: every rank must use the same lr)
+        clock = ran / limit * steps if limit < math.inf else 0
         for g in opt.param_groups:
             g["lr"] = lr_at(max(step, int(clock)), steps, lr, warmup)
         with autocast(args.device):
-            loss, parts = step_fn(rng, step)
+            loss, parts = step_through(rng, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0))
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP
         opt.step()
         step += 1
-        dt = time.perf_counter() - t0
-        value = float(loss.detach())
+        now = time.perf_counter()
+        dt = now - t0
+        names = list(parts)
+        # one collective: the losses (mean over ranks) and whether any rank must stop or save
+        flags = [stop.flag, now - t_start >= limit, now - t_ckpt >= args.checkpoint_minutes * 60]
+        summed = distributed.all_sum(
+            [
+                float(loss.detach()),
+                *(float(parts[k]) for k in names),
+                now - t_start,
+                *map(float, flags),
+            ],
+            args.device,
+        )
+        value, *values, ran = (v / world.size for v in summed[: 2 + len(names)])
+        stopping, out_of_time, due = (v > 0 for v in summed[2 + len(names) :])
         ema = value if ema is None else 0.95 * ema + 0.05 * value
         last = {
             "step": step,
             "loss": round(value, 5),
-            **{k: round(float(v), 5) for k, v in parts.items()},
+            **{k: round(v, 5) for k, v in zip(names, values)},
             "lr": round(opt.param_groups[0]["lr"], 7),
             "grad_norm": round(gnorm, 4),
             "step_s": round(dt, 3),
@@ -249,14 +295,13 @@ def train_loop(
             run.log(last)
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
-        now = time.perf_counter()
-        out_of_time = now - t_start >= limit
-        due = now - t_ckpt >= args.checkpoint_minutes * 60
-        if due or step == stop_at or out_of_time or stop.flag:
+        if due or step == stop_at or out_of_time or stopping:
             run.save(module, opt, step, elapsed + now - t_start, extra_state())
             t_ckpt = now
         if out_of_time:
             log.info("--max-minutes reached at step %d", step)
+            break
+        if stopping:
             break
     bar.close()
     if step == start:  # nothing ran (already done): keep the files as they are

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.train import distributed
 from models.train.data import clip_window, open_data
 from models.train.discriminator import Adversary
 from models.train.errors import TrainingError
@@ -19,11 +20,17 @@ from models.video_tokenizer import VideoTokenizer
 
 
 def video_batch(data, card, frames: int, batch: int, rng) -> torch.Tensor:
-    """`batch` random windows of `frames` frames from random examples: (B, 3, T, H, W)."""
+    """This process's share of a global batch of `batch` random windows of `frames` frames from
+    random examples: (B, 3, T, H, W), B = batch / torchrun's processes (all of it alone).
+
+    Example j of the global batch draws from a stream of its own, seeded from `rng`, so it is
+    the same example whichever process takes it; each process decodes only its own."""
+    seeds = rng.integers(2**63, size=batch)
     clips = []
-    for _ in range(batch):
-        ex = data[int(rng.integers(len(data)))]
-        clips.append(clip_window(ex, frames, card, rng).frames)
+    for j in distributed.shard(batch):
+        own = np.random.default_rng(seeds[j])
+        ex = data[int(own.integers(len(data)))]
+        clips.append(clip_window(ex, frames, card, own).frames)
     return VideoTokenizer.frames_to_tensor(np.stack(clips))
 
 
