@@ -35,6 +35,7 @@ from app.errors import (
 )
 from app.limits import Limits
 from core.queue import DEFAULT_PRIORITY, JobQueue
+from core.webhooks import WebhookError, resolve
 from app.schemas import Reference, VideoCreate, describe_validation_error
 from core.store import (
     IdempotencyConflict,
@@ -233,6 +234,25 @@ def check_idempotency_key(value: str | None) -> str | None:
             param="Idempotency-Key",
         )
     return value
+
+
+def check_webhook_url(url: str | None, settings: Settings) -> None:
+    """A create's `webhook_url`: webhooks on here, and the URL resolves to public addresses
+    (or VIDEOPOET_WEBHOOK_ALLOW_PRIVATE); 422 otherwise. Delivery checks it again."""
+    if url is None:
+        return
+    if settings.webhook_secret is None:
+        raise InvalidRequest(
+            "webhook_url: this server sends no webhooks (VIDEOPOET_WEBHOOK_SECRET is not set)",
+            param="webhook_url",
+            code="webhooks_disabled",
+        )
+    try:
+        resolve(url, allow_private=settings.webhook_allow_private)
+    except WebhookError as exc:
+        raise InvalidRequest(
+            f"webhook_url: {exc}", param="webhook_url", code="invalid_webhook_url"
+        ) from None
 
 
 def fingerprint(request: CreateRequest, **context: Any) -> str:
@@ -620,6 +640,7 @@ class Intake:
             )
         check_size(fields.size, self.card)
         parse_seconds(fields.seconds)  # a malformed value fails before any upload is read
+        check_webhook_url(fields.webhook_url, self.settings)
         self.limits.reserve_slot(identity, video_id, self.settings.max_active_jobs_per_key)
 
         artifacts = self.store.artifacts
@@ -656,6 +677,7 @@ class Intake:
                 owner=owner,
                 idempotency_claim=claim_key,
                 priority=fields.priority or DEFAULT_PRIORITY,
+                webhook_url=fields.webhook_url,
             )
             self.store.create(record)
         except BaseException:

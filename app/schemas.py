@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.characters import CharacterRecord
-from core.store import VideoError, VideoRecord, VideoStatus
+from core.video import Video
 from models.spec import MAX_PROMPT_CHARS, MAX_SEED, Task
 
 
@@ -48,6 +48,9 @@ class VideoCreate(BaseModel):
     mask_box: tuple[int, int, int, int] | None = None
     # Which of the model's queues it waits on: a worker takes high before normal before low.
     priority: Literal["high", "normal", "low"] | None = None
+    # Where this video's finish event goes (besides VIDEOPOET_WEBHOOK_URLS): a public
+    # http(s) URL; never shown in the video object.
+    webhook_url: str | None = Field(default=None, max_length=2048)
     input_reference: Reference | None = None
     image: Reference | None = None
     video: Reference | None = None
@@ -71,55 +74,6 @@ class VideoCreate(BaseModel):
                 return {"character_id": value.strip()}
             return {"id": value} if value.strip() else None
         return value
-
-
-class Video(BaseModel):
-    """The video object (OpenAI's fields first, then VideoPoet's)."""
-
-    id: str
-    object: Literal["video"] = "video"
-    model: str
-    status: VideoStatus
-    progress: int
-    created_at: int
-    completed_at: int | None = None
-    expires_at: int | None = None
-    seconds: str
-    size: str
-    prompt: str | None = None
-    error: VideoError | None = None
-    remixed_from_video_id: str | None = None
-    task: Task
-    seed: int | None = None
-    # the guidance the job runs with: the request's, or the model card's when it named none
-    guidance_scale: float | None = None
-    with_audio: bool = False
-    priority: str = "normal"
-    # While queued: how many jobs a worker takes before this one (0: next); else null.
-    queue_position: int | None = None
-
-    @classmethod
-    def from_record(cls, record: VideoRecord, queue_position: int | None = None) -> Video:
-        return cls(
-            id=record.id,
-            model=record.model,
-            status=record.status,
-            progress=record.progress,
-            created_at=record.created_at,
-            completed_at=record.completed_at,
-            expires_at=record.expires_at,
-            seconds=record.seconds,
-            size=record.size,
-            prompt=record.prompt,
-            error=record.error,
-            remixed_from_video_id=record.remixed_from_video_id,
-            task=record.task,
-            seed=record.spec.seed,
-            guidance_scale=record.spec.guidance_scale,
-            with_audio=record.spec.with_audio,
-            priority=record.priority,
-            queue_position=queue_position if record.status is VideoStatus.queued else None,
-        )
 
 
 class VideoList(BaseModel):

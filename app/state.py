@@ -15,6 +15,7 @@ from core.keys import parse_api_keys
 from app.limits import Limits
 from core.queue import JobQueue
 from core.store import Store
+from core.webhooks import WebhookQueue
 from models.card import ModelCard, load_card
 
 
@@ -36,6 +37,8 @@ class AppState:
         store = Store(redis, open_artifacts(settings), retention_seconds=settings.retention_seconds)
         queue = JobQueue(Redis.from_url(settings.redis), card.name)
         limits = Limits(redis)
+        # every video this API finishes (cancels) gets its webhook event queued
+        store.on_finish = WebhookQueue.from_settings(queue.connection, settings).video_finished
         return cls(
             settings=settings,
             card=card,

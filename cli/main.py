@@ -3,6 +3,8 @@
     videopoet serve [--workers N] [--model NAME] [--host H] [--port P]
     videopoet api [--model NAME] [--host H] [--port P] [--processes N]
     videopoet worker [--model NAME] [--name NAME] [--metrics-port P] [--burst]
+    videopoet notifier [--name NAME] [--metrics-port P] [--burst]
+    videopoet webhook-secret
     videopoet info [--model NAME]
     videopoet key [KEY]
     videopoet generate --task TASK [--prompt P] [--image F] [--video F] [--audio F]
@@ -189,7 +191,8 @@ def _stop(procs: list[tuple[str, subprocess.Popen]], grace: float) -> None:
 
 
 class Supervisor:
-    """`videopoet serve`: Redis (unless external), the API and N workers as children."""
+    """`videopoet serve`: Redis (unless external), the API and N workers as children, and the
+    webhook notifier when VIDEOPOET_WEBHOOK_SECRET is set."""
 
     def __init__(self, settings: Settings, workers: int):
         self.settings = settings
@@ -200,6 +203,8 @@ class Supervisor:
         self.api: subprocess.Popen | None = None
         self.worker_procs: dict[int, subprocess.Popen] = {}
         self.restarted_at: dict[int, float] = {}
+        self.notifier: subprocess.Popen | None = None
+        self.notifier_started_at = 0.0
 
     def _request_stop(self, signum: int, _frame: object) -> None:
         if not self.stopping:
@@ -217,6 +222,10 @@ class Supervisor:
             self._cli("worker", "--name", name, "--metrics-port", str(port)), self.env
         )
         self.restarted_at[i] = time.monotonic()
+
+    def _start_notifier(self) -> None:
+        self.notifier = _spawn(self._cli("notifier"), self.env)
+        self.notifier_started_at = time.monotonic()
 
     def run(self) -> int:
         settings = self.settings
@@ -239,6 +248,8 @@ class Supervisor:
             )
             for i in range(self.workers):
                 self._start_worker(i)
+            if settings.webhook_secret is not None:
+                self._start_notifier()
             logger.info(
                 "serving %s on http://%s:%d/v1 with %d worker(s); Ctrl-C stops everything",
                 settings.model,
@@ -265,12 +276,18 @@ class Supervisor:
                     if wait <= 0:
                         logger.warning("worker %d exited (%s): restarting it", i, proc.returncode)
                         self._start_worker(i)
+            notifier = self.notifier
+            if notifier is not None and notifier.poll() is not None and not self.stopping:
+                if time.monotonic() - self.notifier_started_at >= RESTART_BACKOFF_SECONDS:
+                    logger.warning("the notifier exited (%s): restarting it", notifier.returncode)
+                    self._start_notifier()
         return 0
 
     def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace_seconds
         children = [("api", self.api)] if self.api is not None else []
         children += [(f"worker {i}", p) for i, p in self.worker_procs.items()]
+        children += [("notifier", self.notifier)] if self.notifier is not None else []
         _stop(children, grace)
         if self.redis is not None:
             _stop([("redis-server", self.redis)], 10.0)
@@ -315,6 +332,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from workers.worker import run_worker
 
     run_worker(settings, name=args.name, metrics_port=args.metrics_port, burst=args.burst)
+    return 0
+
+
+def cmd_notifier(args: argparse.Namespace) -> int:
+    settings = _apply(args)
+    _setup_logging(settings.log_level)
+    if settings.webhook_secret is None:
+        raise UsageError(
+            "the notifier signs webhooks: set VIDEOPOET_WEBHOOK_SECRET (videopoet webhook-secret "
+            "makes one)"
+        )
+    from workers.notifier import run_notifier
+
+    run_notifier(settings, name=args.name, metrics_port=args.metrics_port, burst=args.burst)
+    return 0
+
+
+def cmd_webhook_secret(args: argparse.Namespace) -> int:
+    from core.webhooks import new_secret
+
+    print(f"VIDEOPOET_WEBHOOK_SECRET={new_secret()}")
     return 0
 
 
@@ -513,6 +551,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0: off)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("notifier", help="send webhook events (light: loads no model)")
+    p.add_argument("--name", help="notifier name (default host.notifier.pid.random)")
+    p.add_argument("--metrics-port", type=int, default=0, help="Prometheus port (default 0: off)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_notifier)
+
+    p = sub.add_parser("webhook-secret", help="make a webhook signing secret (whsec_...)")
+    p.set_defaults(func=cmd_webhook_secret)
 
     p = sub.add_parser("info", help="a model's card, sizes and token counts as JSON")
     model_option(p)

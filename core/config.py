@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.card import resolve_checkpoint
@@ -130,6 +130,50 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # `videopoet serve`: how long children get to stop (a worker finishes its job) before SIGKILL.
     shutdown_grace_seconds: float = 60.0
+    # Webhooks (core/webhooks.py): endpoints, comma-separated, that get every video.completed,
+    # video.failed and video.cancelled event (besides a create's own `webhook_url`). Give the
+    # webhook settings to every process: the API and the workers queue events, the notifier
+    # (`videopoet notifier`, started by `serve`) signs and sends them.
+    webhook_urls: str | None = None
+    # The signing secret, "whsec_<base64 of 24 to 64 random bytes>" (Standard Webhooks; what
+    # the openai SDK's `client.webhooks.unwrap(..., secret=)` takes). Unset: webhooks are off.
+    webhook_secret: SecretStr | None = None
+    # Allow webhook URLs that resolve to loopback, private, link-local or reserved addresses
+    # (refused with 422 otherwise, and again at delivery).
+    webhook_allow_private: bool = False
+    # Each delivery attempt gets this long to connect and answer; redirects are not followed.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=300.0)
+    # The first retry of a failed delivery waits this long; each next one twice as long (at
+    # most an hour) ...
+    webhook_backoff_seconds: int = Field(default=5, ge=1)
+    # ... until the waits add up to this much; then the delivery is given up.
+    webhook_retry_seconds: int = Field(default=24 * 3600, ge=0)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from core.webhooks import parse_secret
+
+        parse_secret(value.get_secret_value())  # names the form, never the value
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: str | None) -> str | None:
+        from core.webhooks import parse_urls
+
+        return ",".join(parse_urls(value)) or None
+
+    @model_validator(mode="after")
+    def _webhooks_need_a_secret(self) -> Settings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError(
+                "VIDEOPOET_WEBHOOK_URLS is set but VIDEOPOET_WEBHOOK_SECRET is not: events are "
+                "signed, so set a secret (whsec_<base64>)"
+            )
+        return self
 
     @field_validator("api_keys")
     @classmethod

@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any, cast
@@ -105,6 +106,9 @@ class VideoRecord(BaseModel):
     idempotency_claim: str | None = None
     # Its queue's level (core/queue.py PRIORITIES): high, normal or low.
     priority: str = "normal"
+    # Where its finish event goes besides the server's endpoints (core/webhooks.py); never
+    # shown in the video object.
+    webhook_url: str | None = None
 
 
 # Sets fields only while the record exists and its status is one of ARGV[1] (a JSON list of
@@ -289,7 +293,21 @@ class Store:
         )
         if done == 1:
             self.redis.zadd(EXPIRY_KEY, {video_id: expires_at})
+            if self.on_finish is not None:
+                self._finished(video_id)
         return done
+
+    # Called with the record once per video, by whichever finish() moved it to its finished
+    # status (the API and the workers queue its webhook event here: core/webhooks.py).
+    on_finish: Callable[[VideoRecord], object] | None = None
+
+    def _finished(self, video_id: str) -> None:
+        try:
+            record = self.get(video_id)
+            if record is not None and self.on_finish is not None:
+                self.on_finish(record)
+        except Exception:  # the video's status stands; only its event is lost
+            logger.exception("video %s finished, but its finish hook failed", video_id)
 
     def list_videos(
         self,

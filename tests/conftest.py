@@ -131,6 +131,10 @@ def service_env(redis_url: str, artifact_dir: Path, metrics_dir: Path) -> dict[s
             "VIDEOPOET_WORKER_LOST_SECONDS": "4",
             "VIDEOPOET_MAINTENANCE_INTERVAL_SECONDS": "2",
             "VIDEOPOET_PIPELINE_FACTORY": "tests.workers.faulty_pipeline:load",
+            # Webhook retries within seconds (webhooks stay off without a secret and URLs).
+            "VIDEOPOET_WEBHOOK_BACKOFF_SECONDS": "1",
+            "VIDEOPOET_WEBHOOK_RETRY_SECONDS": "3",
+            "VIDEOPOET_WEBHOOK_TIMEOUT_SECONDS": "2",
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "PYTHONPATH": str(REPO),
         }

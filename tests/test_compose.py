@@ -349,3 +349,17 @@ def test_grafana_provisions_the_datasource_and_dashboard_it_mounts() -> None:
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+def test_the_webhooks_profile_adds_the_notifier_and_every_service_takes_the_settings() -> None:
+    services = compose_config("webhooks", "cpu")["services"]
+    notifier = services["notifier"]
+    # only with its profile (it needs VIDEOPOET_WEBHOOK_SECRET)
+    assert notifier["profiles"] == ["webhooks"] and notifier["command"] == ["notifier"]
+    assert "ports" not in notifier and "deploy" not in notifier  # no port, no GPU
+    assert notifier["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in ("api", "notifier", *WORKER_SERVICES):
+        env = environment(services[name])
+        assert env["VIDEOPOET_REDIS_URL"].startswith("redis://redis:6379")
+        for setting in ("VIDEOPOET_WEBHOOK_URLS", "VIDEOPOET_WEBHOOK_SECRET"):
+            assert setting in env, (name, setting)

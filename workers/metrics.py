@@ -85,3 +85,10 @@ MODEL_LOAD_SECONDS = Histogram(
     ["model"],
     buckets=SECONDS_BUCKETS,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "videopoet_webhook_deliveries",
+    "Webhook delivery attempts by outcome (the notifier's): delivered, retried (failed, tried "
+    "again later), gave_up (failed, no time left), refused (the URL resolves to an address "
+    "that is not allowed).",
+    ["outcome"],
+)

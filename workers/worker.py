@@ -39,6 +39,7 @@ from core.artifacts import open_artifacts
 from core.config import Settings, get_settings
 from core.queue import RUN_VIDEO, WORKER_INFO_KEY, WORKERS_KEY, queue_name, queue_names
 from core.store import Store, VideoError, VideoStatus
+from core.webhooks import WebhookQueue
 from workers import jobs, metrics, runtime
 from workers.batching import Batcher
 
@@ -290,6 +291,8 @@ def run_worker(
     connection = Redis.from_url(settings.redis)
     store = Store(records, open_artifacts(settings), retention_seconds=settings.retention_seconds)
 
+    # every video this worker finishes (or gives up on) gets its webhook event queued
+    store.on_finish = WebhookQueue.from_settings(connection, settings).video_finished
     pipeline, load_seconds = runtime.load_pipeline(settings)
     card = pipeline.card
     metrics.MODEL_LOAD_SECONDS.labels(card.name).observe(load_seconds)

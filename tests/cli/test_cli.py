@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.webhooks import new_secret
 from tests.conftest import REPO, free_port, wait_for
 from models import media
 
@@ -105,6 +106,13 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _command(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return []
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie."""
     try:
@@ -122,6 +130,8 @@ def test_serve_runs_redis_api_and_a_worker_and_sigterm_stops_them_all(tmp_path: 
         VIDEOPOET_DATA_DIR=str(tmp_path / "data"),
         VIDEOPOET_WORKER_METRICS_PORT=str(free_port()),
         VIDEOPOET_SHUTDOWN_GRACE_SECONDS="30",
+        # webhooks on: serve starts the notifier too
+        VIDEOPOET_WEBHOOK_SECRET=new_secret(),
         PYTHONPATH=str(REPO),
     )
     log = (tmp_path / "serve.log").open("wb")
@@ -154,7 +164,9 @@ def test_serve_runs_redis_api_and_a_worker_and_sigterm_stops_them_all(tmp_path: 
         metrics = httpx.get(url + "/metrics").text
         assert "videopoet_generated_tokens_total" in metrics  # the worker's, via the shared folder
         children |= _descendants(serve.pid)
-        assert len(children) >= 3  # redis-server, api, worker
+        assert len(children) >= 4  # redis-server, api, worker, notifier
+        commands = [_command(pid) for pid in children]
+        assert any("notifier" in command for command in commands), commands
 
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=90) == 0
