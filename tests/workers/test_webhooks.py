@@ -228,3 +228,20 @@ def test_a_dead_receiver_is_retried_with_backoff_and_never_delays_the_job(
     assert outcomes.get("delivered", 0) >= 1
     assert outcomes.get("retried", 0) >= ATTEMPTS  # the dead one at least once, the moved twice
     assert outcomes.get("gave_up", 0) >= 1
+
+
+def test_a_delivery_connects_to_the_address_it_checked() -> None:
+    """The request goes to the address resolved and checked, whatever a later DNS answer
+    would say: here a name that resolves nowhere, sent to the receiver's address."""
+    from workers.notifier import post
+
+    receiver = Receiver()
+    try:
+        url = f"http://hooks.example.invalid:{receiver.port}/pinned?token=t"
+        status = post(url, "127.0.0.1", b"{}", {"webhook-id": "evt_x"}, timeout=5)
+        assert status == 204
+        [(headers, body)] = receiver.at("/pinned?token=t")
+        assert headers["host"] == f"hooks.example.invalid:{receiver.port}"
+        assert headers["webhook-id"] == "evt_x" and body == b"{}"
+    finally:
+        receiver.stop()
