@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 RQ     ?= rq==3.0.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test lint bench demo-checkpoint clean
+.PHONY: setup run test lint bench demo-checkpoint demo-gpu clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,13 @@ demo-checkpoint: setup
 	$(TRAIN) lm --config demo --out $(DEMO) --resume --steps 10000 --batch 8 --clips 800 --lr 2e-3 \
 	  --max-minutes $(MINUTES)
 	$(PY) -m models.evaluate --model $(DEMO) --n 24 --json $(DEMO)/eval.json
+
+# The demo on one GPU (docs/training.md, "The demo on a GPU"): the tokenizers and a bigger LM in
+# GPU_MINUTES, then the eval; everything in DEMO_GPU, which is the folder to copy back. Resumable.
+DEMO_GPU    ?= out/demo-gpu
+GPU_MINUTES ?= 10
+demo-gpu: setup
+	$(PY) -m models.train.recipe --out $(DEMO_GPU) --minutes $(GPU_MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
