@@ -20,6 +20,9 @@ Modules:
     audio_tokenizer  stage 2
     lm               stage 3: the LM's batches per task and its losses
     token_cache      the LM's tokenized clips and caption states, cached in the run folder
+    distributed      torchrun: the process group, each rank's share of a global batch, DDP or
+                     FSDP around a stage's step, whole checkpoints from sharded state
+    recipe           the demo on one GPU (`python -m models.train.recipe`, `make demo-gpu`)
     cli              the argument parser (a subcommand per stage) and `main_train`
     errors           `TrainingError`, raised for a mistake the user can fix
 """
