@@ -21,7 +21,7 @@ The levers, each named in the training log as what would reach a target the CPU 
   every timbre whatever the phase (video_to_audio timbre was held back by the wave encoder).
 - LM: 512 x 8 layers (45M parameters with its 17,664-token vocabulary, from 256 x 4, ~5M) with the caption path's pooled
   heads (`text_pool_heads` 4: a probe reads 89 % of held-out phrasings' motion through them),
-  batch 64 on 6,000 tokenized clips, `--changed-weight 3`.
+  batch 64 on 4,000 tokenized clips (400 per minute of --minutes), `--changed-weight 3`.
 - many more steps: each stage trains for its share of --minutes at GPU batch sizes (the CPU
   run made about 10,000 steps of batch 4 to 8 per stage in hours).
 
@@ -48,9 +48,11 @@ from models.video_tokenizer import VideoTokenizerConfig
 
 log = logging.getLogger(__name__)
 
-# Shares of --minutes: the two tokenizers train side by side, then the LM (its tokenizing of
-# the clips comes out of its share), then the eval.
-SHARES = {"tokenizers": 0.35, "lm": 0.5, "eval": 0.15}
+# Shares of --minutes: the two tokenizers train side by side, then the LM, then the eval (not
+# bounded: about a minute on a GPU, a guess). The rest is for the LM's tokenizing of its clips
+# (about 30 ms a clip of CPU time: drawing it and its stylize control) and starting processes.
+SHARES = {"tokenizers": 0.3, "lm": 0.35, "eval": 0.1}
+CLIPS_PER_MINUTE = 400  # the LM's clips per minute of --minutes: 4,000 in 10 (2 min tokenizing)
 
 # Per size: the config's changes (the levers) and each stage's flags.
 SIZES = {
@@ -95,8 +97,6 @@ SIZES = {
         "lm": [
             "--batch",
             "64",
-            "--clips",
-            "6000",
             "--lr",
             "1e-3",
             "--changed-weight",
@@ -131,18 +131,7 @@ SIZES = {
             "1",
         ],  # fmt: skip
         "audio-tokenizer": ["--batch", "2", "--steps", "2", "--threads", "1"],
-        "lm": [
-            "--batch",
-            "2",
-            "--clips",
-            "4",
-            "--changed-weight",
-            "3",
-            "--steps",
-            "2",
-            "--threads",
-            "1",
-        ],  # fmt: skip
+        "lm": ["--batch", "2", "--changed-weight", "3", "--steps", "2", "--threads", "1"],
         "eval": ["--n", "1", "--tasks", "tokenizers,text_to_video", "--threads", "1"],
     },
 }
@@ -169,11 +158,13 @@ def write_config(out: Path, size: str) -> None:
     path.write_text(json.dumps(recipe_config(size).to_dict(), indent=2) + "\n")
 
 
-def stage_command(stage: str, out: Path, size: str, minutes: float, device: str) -> list[str]:
+def stage_command(
+    stage: str, out: Path, size: str, minutes: float, device: str, *extra: str
+) -> list[str]:
     return [sys.executable, "-m", "models.train", stage, "--out", str(out), "--resume",
             "--config", SIZES[size]["preset"],
             "--device", device, "--max-minutes", f"{minutes:.3f}", "--checkpoint-minutes", "1",
-            *SIZES[size][stage]]  # fmt: skip
+            *SIZES[size][stage], *extra]  # fmt: skip
 
 
 def run(commands: list[list[str]], out: Path, record: dict, name: str) -> None:
@@ -215,6 +206,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget, all stages")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cuda or cpu")
     p.add_argument(
+        "--clips",
+        type=int,
+        default=0,
+        help=f"clips the LM trains on (default: {CLIPS_PER_MINUTE} per minute of --minutes; "
+        "a rerun with more tokenizes only the new ones)",
+    )
+    p.add_argument(
         "--smoke", action="store_true", help="the same steps on the CPU at the tiny size"
     )
     args = p.parse_args(argv)
@@ -230,9 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
         tok_minutes = args.minutes * SHARES["tokenizers"]
         run([stage_command(s, out, size, tok_minutes, device)
              for s in ("video-tokenizer", "audio-tokenizer")], out, record, "tokenizers")  # fmt: skip
-        # the LM's share, less what its tokenizing of the clips takes (about a fifth of it)
-        lm_minutes = args.minutes * SHARES["lm"] * 0.8
-        run([stage_command("lm", out, size, lm_minutes, device)], out, record, "lm")
+        clips = args.clips or (4 if args.smoke else round(args.minutes * CLIPS_PER_MINUTE))
+        lm_minutes = args.minutes * SHARES["lm"]
+        lm = stage_command("lm", out, size, lm_minutes, device, "--clips", str(clips))
+        run([lm], out, record, "lm")
         evaluate = [sys.executable, "-m", "models.evaluate", "--model", str(out),
                     "--device", device, "--json", str(out / "eval.json"), *SIZES[size]["eval"]]  # fmt: skip
         run([evaluate], out, record, "eval")
