@@ -16,7 +16,7 @@ from models.train import distributed
 from models.train.audio_tokenizer import train_audio_tokenizer
 from models.train.errors import TrainingError
 from models.train.lm import TASK_WEIGHTS, task_weights, train_lm
-from models.train.loop import STAGES, init_path
+from models.train.loop import DEFAULTS, STAGES, init_path
 from models.train.video_tokenizer import check_crop_frames, train_video_tokenizer
 
 log = logging.getLogger(__name__)
@@ -256,8 +256,7 @@ def run_stage(args: argparse.Namespace) -> dict:
 def _run_stage(args: argparse.Namespace) -> dict:
     world = distributed.world()
     if world.distributed:
-        if args.batch:
-            distributed.local_batch(args.batch)
+        distributed.local_batch(args.batch or DEFAULTS[STAGES[args.stage]].batch)
         if args.stage == "video-tokenizer" and args.image_batch:
             distributed.local_batch(args.image_batch, "--image-batch")
         if args.stage == "video-tokenizer" and args.adversarial_weight:
