@@ -67,15 +67,16 @@ def test_two_processes_train_as_one_with_the_same_global_batch_and_resume(
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
-def test_an_fsdp_checkpoint_resumes_in_one_process(tmp_path, tokenized, single):
+def test_an_fsdp_checkpoint_resumes_in_one_process_and_back(tmp_path, tokenized, single):
     """--fsdp shards the LM across the processes; its checkpoint is whole: one process resumes
-    it and ends where the single-process run does."""
+    it, FSDP resumes that one's, and the run ends where the single-process run does."""
     out = copy_tokenized(tokenized, tmp_path)
     torchrun(out, *LM_ARGS, "--stop-at", "2", "--fsdp")
     assert torch.load(out / "train" / "lm.pt", weights_only=True)["step"] == 2
-    train_run("lm", out, *LM_ARGS, "--resume")
+    train_run("lm", out, *LM_ARGS, "--resume", "--stop-at", "3")
+    torchrun(out, *LM_ARGS, "--resume", "--fsdp")
     two, one = read_log(out, "lm"), read_log(single, "lm")
-    assert [r["world_size"] for r in two] == [2, 2, 1, 1]
+    assert [r["world_size"] for r in two] == [2, 2, 1, 2]
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], **TOLERANCE)
 
 
