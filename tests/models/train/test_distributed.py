@@ -5,7 +5,7 @@ DDP averages their gradients, so the logged losses of the LM (a mean over rows o
 length) match one process's to rtol 1e-4 (measured: equal to the 5 decimals logged, tiny LM,
 6 steps). The video tokenizer's LFQ entropy term and the audio tokenizer's spectral
 convergence are batch statistics, computed per process: their losses are close, not equal.
-The torchrun runs here take about 30 s on 2 CPU cores.
+The torchrun runs here take about 35 s on 2 CPU cores.
 """
 
 import os
