@@ -111,19 +111,23 @@ class VideoRecord(BaseModel):
     webhook_url: str | None = None
 
 
-# Sets fields only while the record exists and its status is one of ARGV[1] (a JSON list of
-# JSON-encoded statuses; empty list: any status). Returns 1 when set, 0 when the status did
-# not match, -1 when the record is gone.
+# Sets fields only while the record exists, each field named in ARGV[2] (a JSON object of
+# field -> JSON-encoded value) holds that value, and its status is one of ARGV[1] (a JSON list
+# of JSON-encoded statuses; empty list: any status). Returns 1 when set, 0 when the status did
+# not match, -1 when the record is gone, -2 when an expected field differs.
 _TRANSITION = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return -1 end
+for name, value in pairs(cjson.decode(ARGV[2])) do
+  if redis.call('HGET', KEYS[1], name) ~= value then return -2 end
+end
 local allowed = cjson.decode(ARGV[1])
 local ok = (#allowed == 0)
 for _, s in ipairs(allowed) do
   if s == status then ok = true end
 end
 if not ok then return 0 end
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 return 1
@@ -263,14 +267,21 @@ class Store:
         video_id: str,
         *,
         only_if: set[VideoStatus] | frozenset[VideoStatus] | None = None,
+        expect: dict[str, Any] | None = None,
         **fields: Any,
     ) -> int:
-        """Set fields atomically when the status is in `only_if` (any status when None).
+        """Set fields atomically when the status is in `only_if` (any status when None) and
+        every field in `expect` has that value (a worker's claim: {"attempts": n}).
 
-        Returns 1 when set, 0 when the status did not match, -1 when the record is gone.
+        Returns 1 when set, 0 when the status did not match, -1 when the record is gone, -2
+        when an expected field differs.
         """
         allowed = [_encode(s) for s in (only_if or ())]
-        args: list[str] = [json.dumps(allowed)]
+        expected = {name: _encode(value) for name, value in (expect or {}).items()}
+        args: list[str] = [json.dumps(allowed), json.dumps(expected)]
+        for name in expected:
+            if name not in VideoRecord.model_fields:
+                raise KeyError(f"VideoRecord has no field {name!r}")
         for name, value in fields.items():
             if name not in VideoRecord.model_fields:
                 raise KeyError(f"VideoRecord has no field {name!r}")
@@ -278,14 +289,22 @@ class Store:
         return int(self._transition(keys=[RECORD_KEY.format(video_id)], args=args))
 
     def finish(
-        self, video_id: str, status: VideoStatus, *, only_if: frozenset[VideoStatus], **fields: Any
+        self,
+        video_id: str,
+        status: VideoStatus,
+        *,
+        only_if: frozenset[VideoStatus],
+        expect: dict[str, Any] | None = None,
+        **fields: Any,
     ) -> int:
-        """Move to a finished status, stamping completed_at and scheduling expiry."""
+        """Move to a finished status, stamping completed_at and scheduling expiry (`only_if`
+        and `expect` as in `update`)."""
         now = int(time.time())
         expires_at = now + self.retention_seconds
         done = self.update(
             video_id,
             only_if=only_if,
+            expect=expect,
             status=status,
             completed_at=now,
             expires_at=expires_at,

@@ -56,11 +56,16 @@ CANCEL_CHECK_SECONDS = 0.2
 RUNNING = frozenset({VideoStatus.in_progress})
 
 Outcome = dict[str, Any] | Exception  # a job's result dict, or what failed it
+# The outcome of a job this worker no longer runs: found abandoned (its worker cut off from
+# Redis longer than VIDEOPOET_WORKER_LOST_SECONDS) and queued again or taken by another run,
+# whose result stands. The worker records nothing for it (workers.worker.perform_batch).
+LOST = "lost"
 
 
 class ProgressReporter:
     """Writes the progress of a batch's videos to their records from one thread, and turns a
-    cancel (or a delete) of any of them into a local flag.
+    cancel (or a delete) of any of them into a local flag; so too a video this run lost (put
+    back in the queue, or claimed by another run, while this worker could not reach Redis).
 
     The pipeline calls `on_progress` and the cancel check from its sampling loop: both are
     plain memory operations; only the thread talks to Redis.
@@ -71,6 +76,8 @@ class ProgressReporter:
         self.progress: dict[str, float] = {}
         self.stage: dict[str, str] = {}
         self._cancelled: set[str] = set()
+        self._lost: set[str] = set()
+        self._claims: dict[str, dict[str, Any] | None] = {}
         self._ended: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -83,8 +90,10 @@ class ProgressReporter:
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def watch(self, video_id: str) -> None:
-        """Start watching a video this worker claimed (status in_progress)."""
+    def watch(self, video_id: str, claim: dict[str, Any] | None = None) -> None:
+        """Start watching a video this worker claimed (status in_progress; `claim` the
+        record's fields that say it is this run's)."""
+        self._claims[video_id] = claim
         self.set(video_id, 0.0, "inputs")
 
     def set(self, video_id: str, progress: float, stage: str) -> None:
@@ -96,7 +105,11 @@ class ProgressReporter:
         self.set(video_id, PROGRESS_INPUTS_DONE + span * min(max(fraction, 0.0), 1.0), stage)
 
     def cancelled(self, video_id: str) -> bool:
-        return video_id in self._cancelled
+        """Whether to stop working on the video: cancelled, deleted, or lost to another run."""
+        return video_id in self._cancelled or video_id in self._lost
+
+    def lost(self, video_id: str) -> bool:
+        return video_id in self._lost
 
     def end(self, video_id: str) -> None:
         """Stop watching a video: its record is about to get its final status."""
@@ -106,10 +119,15 @@ class ProgressReporter:
         last_write: dict[str, float] = {}
         written: dict[str, tuple[int, str]] = {}
         while not self._stop.wait(CANCEL_CHECK_SECONDS):
-            watched = [v for v in list(self.progress) if v not in self._ended | self._cancelled]
+            stopped = self._ended | self._cancelled | self._lost
+            watched = [v for v in list(self.progress) if v not in stopped]
             for video_id in watched:
                 try:
-                    if self.store.status(video_id) is not VideoStatus.in_progress:
+                    status = self.store.status(video_id)
+                    if status is VideoStatus.queued:  # found abandoned, queued again
+                        self._lost.add(video_id)
+                        continue
+                    if status is not VideoStatus.in_progress:
                         self._cancelled.add(video_id)
                         continue
                     now = time.monotonic()
@@ -118,9 +136,15 @@ class ProgressReporter:
                         current != written.get(video_id)
                         or now - last_write.get(video_id, 0.0) >= PROGRESS_WRITE_SECONDS
                     ):
-                        self.store.update(
-                            video_id, only_if=RUNNING, progress=current[0], stage=current[1]
+                        done = self.store.update(
+                            video_id,
+                            only_if=RUNNING,
+                            expect=self._claims.get(video_id),
+                            progress=current[0],
+                            stage=current[1],
                         )
+                        if done == -2:  # another run claimed it
+                            self._lost.add(video_id)
                         written[video_id], last_write[video_id] = current, now
                 except Exception:  # a Redis hiccup must not kill the job; the next tick retries
                     logger.warning("progress of %s not written", video_id, exc_info=True)
@@ -190,13 +214,17 @@ class VideoJob:
         self.batch_size = batch_size
         self.enqueued_at = enqueued_at
         self.timeout = timeout
+        # The record's fields that say it is this run's ({"attempts": n}), once claimed.
+        self.claim: dict[str, Any] | None = None
         self.started = time.perf_counter()
         # Seconds of the stages the pipeline does not time: queue, inputs, mux.
         self.timings: dict[str, float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------
     def prepare(self) -> VideoRecord | None:
-        """Claim the record (queued -> in_progress); None when it was cancelled or deleted."""
+        """Claim the record (queued -> in_progress); None when it was cancelled or deleted, or
+        another run claimed it first. Each claim counts an attempt: the count is this run's
+        claim, which every later write checks."""
         record = self.store.get(self.video_id)
         if record is None or record.status in FINISHED:
             logger.info(
@@ -208,6 +236,7 @@ class VideoJob:
         claimed = self.store.update(
             self.video_id,
             only_if=frozenset({VideoStatus.queued, VideoStatus.in_progress}),
+            expect={"attempts": record.attempts},
             status=VideoStatus.in_progress,
             started_at=time.time(),
             progress=0,
@@ -219,6 +248,7 @@ class VideoJob:
         )
         if claimed != 1:
             return None
+        self.claim = {"attempts": record.attempts + 1}
         queued = max(0.0, time.time() - (self.enqueued_at or record.created_at))
         self.timings["queue"] = queued
         if record.attempts == 0:
@@ -266,6 +296,7 @@ class VideoJob:
             self.video_id,
             VideoStatus.completed,
             only_if=RUNNING,
+            expect=self.claim,
             progress=100,
             stage=None,
             outputs=outputs,
@@ -282,6 +313,8 @@ class VideoJob:
                 logger.warning("outputs of deleted video %s not removed: %s", self.video_id, exc)
             logger.info("video %s was deleted while it ran", self.video_id)
             return {"status": "deleted"}
+        if self.was_lost(done):
+            return self.handle_lost()
         if done == 0:
             logger.info("video %s was cancelled before it could complete", self.video_id)
             return {"status": "cancelled"}
@@ -294,9 +327,27 @@ class VideoJob:
         )
         return {"status": "completed", "outputs": outputs}
 
+    def was_lost(self, done: int) -> bool:
+        """After a write the record refused (`done`): whether the video is no longer this
+        run's (claimed by another run, or queued again for one)."""
+        return done == -2 or (done == 0 and self.store.status(self.video_id) is VideoStatus.queued)
+
+    def handle_lost(self) -> dict:
+        """This worker could not reach Redis for longer than VIDEOPOET_WORKER_LOST_SECONDS: the
+        video was found abandoned and runs again elsewhere, whose result stands."""
+        logger.warning(
+            "video %s was taken from this worker while it could not reach Redis and runs "
+            "again elsewhere: this run's result is dropped",
+            self.video_id,
+        )
+        return {"status": LOST}
+
     def handle_cancelled(self, record: VideoRecord) -> dict:
         self.store.update(
-            self.video_id, only_if=frozenset({VideoStatus.cancelled}), stopped_at=time.time()
+            self.video_id,
+            only_if=frozenset({VideoStatus.cancelled}),
+            expect=self.claim,
+            stopped_at=time.time(),
         )
         metrics.JOBS.labels(record.task.value, "cancelled").inc()
         metrics.JOB_SECONDS.labels(record.task.value, "cancelled").observe(
@@ -305,8 +356,11 @@ class VideoJob:
         logger.info("cancelled %s", self.video_id)
         return {"status": "cancelled"}
 
-    def handle_failure(self, record: VideoRecord, exc: Exception, stage: str | None = None) -> None:
-        """Fail the record with what went wrong; `stage` "inputs" when decoding them failed."""
+    def handle_failure(
+        self, record: VideoRecord, exc: Exception, stage: str | None = None
+    ) -> Outcome:
+        """Fail the record with what went wrong; `stage` "inputs" when decoding them failed.
+        Returns `exc`, or the lost outcome when the video is no longer this run's."""
         if isinstance(exc, JobTimeoutException):
             code = "timeout"
             message = (
@@ -329,19 +383,23 @@ class VideoJob:
             )
         else:
             code, message = "generation_error", f"{type(exc).__name__}: {exc}"
-        self.store.finish(
+        done = self.store.finish(
             self.video_id,
             VideoStatus.failed,
             only_if=RUNNING,
+            expect=self.claim,
             stage=None,
             error=VideoError(code=code, message=message),
         )
+        if self.was_lost(done):
+            return self.handle_lost()
         metrics.FAILURES.labels(code).inc()
         metrics.JOBS.labels(record.task.value, "failed").inc()
         metrics.JOB_SECONDS.labels(record.task.value, "failed").observe(
             time.perf_counter() - self.started
         )
         logger.warning("video %s failed (%s): %s", self.video_id, code, message)
+        return exc
 
     def observe(self, record: VideoRecord, result: GenerationResult, status: str) -> None:
         task = record.task.value
@@ -396,7 +454,7 @@ class VideoBatch:
                     if record is None:
                         outcomes[i] = {"status": "skipped"}
                     else:
-                        reporter.watch(job.video_id)
+                        reporter.watch(job.video_id, job.claim)
                         running.append((i, job, record))
                 self.perform_running(running, outcomes, reporter)
             except Exception as exc:  # the job timeout, or the shared sampling broke
@@ -515,12 +573,14 @@ class VideoBatch:
         reporter: ProgressReporter,
         stage: str | None = None,
     ) -> Outcome:
-        """A job that will not complete: cancelled (exc None or a cancel), or failed by `exc`."""
+        """A job that will not complete: lost to another run, cancelled (exc None or a
+        cancel), or failed by `exc`."""
         reporter.end(job.video_id)
+        if reporter.lost(job.video_id):
+            return job.handle_lost()
         if exc is None or _is_cancel(exc) or reporter.cancelled(job.video_id):
             return job.handle_cancelled(record)
-        job.handle_failure(record, exc, stage)
-        return exc
+        return job.handle_failure(record, exc, stage)
 
 
 def decode_inputs(

@@ -26,6 +26,8 @@ from typing import Any
 
 from prometheus_client import start_http_server
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.exceptions import AbandonedJobError
 from rq.executions import Execution
 from rq.job import Job
@@ -149,12 +151,47 @@ class VideoWorker(SimpleWorker):
         for (job, execution), video_id, outcome in zip(list(running), video_ids, outcomes):
             running.remove((job, execution))
             try:
+                origin = self.origin_queue(job, queue)
+                if not self.still_runs(job, execution, origin, outcome):
+                    continue
                 with jobs.handed_over(video_id, outcome):
                     # its own queue (a companion may come from a higher level): rq finishes it
                     # in that queue's registries
-                    self.perform_job(job, self.origin_queue(job, queue), execution)
+                    self.perform_job(job, origin, execution)
             except Exception:  # one job's bookkeeping must not cost the others theirs
                 logger.exception("could not finish job %s in RQ", job.id)
+
+    def still_runs(self, job: Job, execution: Execution, queue: Queue, outcome: Any) -> bool:
+        """Whether this execution of `job` is still the job's, to be finished in RQ.
+
+        A worker cut off from Redis for longer than worker_lost_seconds has its executions
+        found abandoned by a live worker: their StartedJobRegistry entries removed and the
+        jobs queued again (or failed, out of retries). Back on the network, it must not finish
+        such a job a second time (rq would set the status and add a result over the new run's):
+        it drops what is left of its execution and leaves the job to its new run. Waits for
+        Redis while it cannot be reached.
+        """
+        registry = queue.started_job_registry
+        delay = 0.5
+        while True:
+            try:
+                entry = self.connection.zscore(registry.key, execution.composite_key)
+                lost = isinstance(outcome, dict) and outcome.get("status") == jobs.LOST
+                if entry is not None and not lost:
+                    return True
+                with self.connection.pipeline() as pipe:
+                    execution.delete(job=job, pipeline=pipe)  # and its registry entries
+                    pipe.execute()
+                logger.warning(
+                    "job %s was found abandoned while this worker could not reach Redis and "
+                    "runs again elsewhere: not finishing it here",
+                    job.id,
+                )
+                return False
+            except (RedisConnectionError, RedisTimeoutError):
+                logger.warning("Redis unreachable; finishing job %s when it is back", job.id)
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
 
     def origin_queue(self, job: Job, dequeued_from: Queue) -> Queue:
         """The queue `job` was enqueued on (one of this worker's priority levels)."""
