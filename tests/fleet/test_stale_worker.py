@@ -105,6 +105,10 @@ def test_a_worker_back_after_its_job_ran_again_elsewhere_repeats_nothing(
         results = Result.all(job, serializer=JSONSerializer)
         assert [r.type for r in results] == [Result.Type.SUCCESSFUL]
         assert service.record(video) == record  # nothing written after it completed
+    except BaseException:
+        for name in {extra, stale} - {None}:
+            print(f"--- worker {name}:\n{pool.log(name)[-20000:]}")  # shown with the failure
+        raise
     finally:
         if stale is not None and pool.procs[stale].poll() is None:
             pool.procs[stale].send_signal(signal.SIGCONT)
