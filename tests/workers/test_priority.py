@@ -18,6 +18,8 @@ from workers.batching import Batcher
 
 DONE = {VideoStatus.completed, VideoStatus.failed, VideoStatus.cancelled}
 CARD = BUILTIN_CARDS["tiny"]
+# A model no worker of the session serves, so no live worker takes these jobs first.
+UNSERVED = "priority-unserved"
 
 
 def _queued(store: Store, queue: JobQueue, priority: str, prompt: str = "x") -> str:
@@ -26,7 +28,7 @@ def _queued(store: Store, queue: JobQueue, priority: str, prompt: str = "x") -> 
     store.create(
         VideoRecord(
             id=video_id,
-            model="tiny",
+            model=UNSERVED,
             created_at=0,
             seconds="0.125",
             size="32x32",
@@ -42,7 +44,7 @@ def _queued(store: Store, queue: JobQueue, priority: str, prompt: str = "x") -> 
 def test_companions_come_from_the_job_s_level_and_above(redis: Redis, redis_url: str) -> None:
     connection = Redis.from_url(redis_url)
     store = Store(redis, "/nonexistent")
-    queue = JobQueue(connection, "tiny")
+    queue = JobQueue(connection, UNSERVED)
     first = _queued(store, queue, "normal")
     low = _queued(store, queue, "low")
     normal = _queued(store, queue, "normal")
@@ -54,9 +56,9 @@ def test_companions_come_from_the_job_s_level_and_above(redis: Redis, redis_url:
         size=8,
         window_seconds=0.0,
         serializer=JSONSerializer,
-        levels=queue_names("tiny"),
+        levels=queue_names(UNSERVED),
     )
-    normal_level = Queue(queue_name("tiny"), connection=connection, serializer=JSONSerializer)
+    normal_level = Queue(queue_name(UNSERVED), connection=connection, serializer=JSONSerializer)
     job, _ = Queue.dequeue_any([normal_level], None, connection, serializer=JSONSerializer)  # type: ignore[misc]
     assert job.id == first
 
