@@ -23,6 +23,10 @@ def connection(redis: Redis, redis_url: str) -> Iterator[Redis]:
     client.close()
 
 
+# A model no worker of the test session serves: its queues are this test's alone.
+UNSERVED = "queue-test-unserved"
+
+
 def _enqueue(queue: JobQueue, video_id: str, priority: str) -> None:
     queue.enqueue(video_id, timeout=60, retries=0, keep_seconds=60, priority=priority)
 
@@ -37,7 +41,7 @@ def test_the_normal_level_keeps_the_model_s_queue_name() -> None:
 
 
 def test_positions_count_every_higher_level_first(connection: Redis) -> None:
-    queue = JobQueue(connection, "tiny")
+    queue = JobQueue(connection, UNSERVED)
     for i in range(3):
         _enqueue(queue, f"n{i}", "normal")
     _enqueue(queue, "l0", "low")
@@ -52,13 +56,13 @@ def test_positions_count_every_higher_level_first(connection: Redis) -> None:
 
 
 def test_a_worker_reads_the_levels_in_order(connection: Redis) -> None:
-    queue = JobQueue(connection, "tiny")
+    queue = JobQueue(connection, UNSERVED)
     _enqueue(queue, "low", "low")
     _enqueue(queue, "normal", "normal")
     _enqueue(queue, "high", "high")
     levels = [
         Queue(name, connection=connection, serializer=JSONSerializer)
-        for name in queue_names("tiny")
+        for name in queue_names(UNSERVED)
     ]
     order = []
     for _ in PRIORITIES:
@@ -69,7 +73,7 @@ def test_a_worker_reads_the_levels_in_order(connection: Redis) -> None:
 
 
 def test_cancel_takes_a_job_off_any_level(connection: Redis) -> None:
-    queue = JobQueue(connection, "tiny")
+    queue = JobQueue(connection, UNSERVED)
     _enqueue(queue, "h0", "high")
     _enqueue(queue, "l0", "low")
     queue.cancel("h0")
