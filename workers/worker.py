@@ -202,6 +202,20 @@ class VideoWorker(SimpleWorker):
                 return queue
         return self.queue_class(job.origin, connection=self.connection, serializer=self.serializer)
 
+    def unsubscribe(self) -> None:
+        """Stop rq's command listener without waiting for it.
+
+        The listener thread sits in a read of up to 60 s on its pubsub connection, and
+        rq's unsubscribe waited for it (redis-py 8's `stop()` joins the thread; closing the
+        connection under the read waits too), so a stopping worker took up to a minute to
+        exit. The listener is a daemon thread: it ends with this process, which exits next,
+        and Redis drops the subscription with the connection."""
+        if self.pubsub_thread:
+            try:
+                self.pubsub_thread.stop(timeout=0)  # clear its flag, do not join
+            except TypeError:  # redis-py before 8: stop() only clears the flag
+                self.pubsub_thread.stop()
+
     def request_stop(self, signum: int, frame: Any) -> None:
         """SIGTERM/SIGINT: RQ's warm shutdown; the batcher stops gathering at once too."""
         self.stopping = True

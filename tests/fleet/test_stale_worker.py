@@ -101,7 +101,8 @@ def test_a_worker_back_after_its_job_ran_again_elsewhere_repeats_nothing(
         )
         assert f"video {video} was taken from this worker" in pool.log(stale)
         job = Job.fetch(video, connection=Redis.from_url(redis_url), serializer=JSONSerializer)
-        assert job.get_status() == "finished"
+        # rq records the new run's end just after the record completes: wait for it
+        wait_for(lambda: job.get_status(refresh=True) == "finished", 15, "rq to finish the new run")
         results = Result.all(job, serializer=JSONSerializer)
         assert [r.type for r in results] == [Result.Type.SUCCESSFUL]
         assert service.record(video) == record  # nothing written after it completed
