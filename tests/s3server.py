@@ -82,13 +82,12 @@ class S3Server:
         return sorted(found)
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """SeaweedFS (master, volume, filer and S3 gateway in one process) for the session; its
-    Iceberg and Lance listeners off, small volumes, every port a free loopback one."""
-    from tests.conftest import free_port, wait_for
+def weed_command(folder: Path, ip: str, s3_port: int) -> list[str]:
+    """`weed server` with the S3 gateway on ip:s3_port and the test credentials, its Iceberg
+    and Lance listeners off, small volumes, every other port a free one of this machine (its
+    data and config in `folder`)."""
+    from tests.conftest import free_port
 
-    folder = tmp_path_factory.mktemp("seaweedfs")
     config = folder / "s3.json"
     config.write_text(
         json.dumps(
@@ -104,34 +103,37 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         )
     )
     (folder / "data").mkdir()
+    others = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc")
+    others += ("filer.port", "filer.port.grpc", "s3.port.grpc")
+    return [
+        weed_exe(),
+        "server",
+        f"-dir={folder / 'data'}",
+        f"-ip={ip}",
+        f"-ip.bind={ip}",
+        "-filer",
+        "-s3",
+        f"-s3.config={config}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=32",
+        "-volume.max=8",
+        f"-s3.port={s3_port}",
+        *(f"-{name}={free_port()}" for name in others),
+    ]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process) for the session; its
+    Iceberg and Lance listeners off, small volumes, every port a free loopback one."""
+    from tests.conftest import free_port, wait_for
+
+    folder = tmp_path_factory.mktemp("seaweedfs")
     s3_port = free_port()
-    ports = {
-        "master.port": free_port(),
-        "master.port.grpc": free_port(),
-        "volume.port": free_port(),
-        "volume.port.grpc": free_port(),
-        "filer.port": free_port(),
-        "filer.port.grpc": free_port(),
-        "s3.port": s3_port,
-        "s3.port.grpc": free_port(),
-    }
     log = folder / "weed.log"
     proc = subprocess.Popen(
-        [
-            weed_exe(),
-            "server",
-            f"-dir={folder / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-filer",
-            "-s3",
-            f"-s3.config={config}",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=32",
-            "-volume.max=8",
-            *(f"-{name}={port}" for name, port in ports.items()),
-        ],
+        weed_command(folder, "127.0.0.1", s3_port),
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=folder,

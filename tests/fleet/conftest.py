@@ -7,11 +7,9 @@ it is skipped with the reason, as tests/test_compose.py treats docker-compose.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,7 +20,7 @@ from core.queue import WORKERS_KEY, queue_name
 from core.webhooks import new_secret
 from tests.conftest import MODEL, REPO, free_port, wait_for
 from tests.fleet.hosts import Fleet, FleetUnavailable, Receiver, check_requirements
-from tests.s3server import ACCESS_KEY, BUCKET, SECRET_KEY, weed_exe
+from tests.s3server import ACCESS_KEY, BUCKET, SECRET_KEY, weed_command
 
 REDIS_PORT = 6379
 API_PORT = 8000
@@ -83,54 +81,6 @@ class Hosts:
         )
 
 
-def _weed_command(folder: Path, ip: str, s3_port: int) -> list[str]:
-    """tests/s3server.py's SeaweedFS, on the s3 host's address. Its ports are free ones of
-    this machine all the same: SeaweedFS names Unix sockets in /tmp after them, and /tmp is
-    shared by every namespace."""
-    config = folder / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "tests",
-                        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
-    (folder / "data").mkdir()
-    return [
-        weed_exe(),
-        "server",
-        f"-dir={folder / 'data'}",
-        f"-ip={ip}",
-        f"-ip.bind={ip}",
-        "-filer",
-        "-s3",
-        f"-s3.config={config}",
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=32",
-        "-volume.max=8",
-        f"-s3.port={s3_port}",
-        *(
-            f"-{name}={free_port()}"
-            for name in (
-                "master.port",
-                "master.port.grpc",
-                "volume.port",
-                "volume.port.grpc",
-                "filer.port",
-                "filer.port.grpc",
-                "s3.port.grpc",
-            )
-        ),
-    ]
-
-
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     try:
@@ -172,10 +122,12 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
             base,
         )
         (folder / "s3").mkdir()
+        # its other ports are free ones of this machine: SeaweedFS names Unix sockets in /tmp
+        # after them, and /tmp is shared by every namespace
         fleet.spawn(
             "s3",
             "weed",
-            _weed_command(folder / "s3", fleet.address("s3"), s3_port),
+            weed_command(folder / "s3", fleet.address("s3"), s3_port),
             base,
             cwd=folder / "s3",
         )
