@@ -259,7 +259,9 @@ def fingerprint(request: CreateRequest, **context: Any) -> str:
     """SHA-256 of what a create asked for: its fields, its files' bytes, and `context` (the
     endpoint's defaults), so a retry with the same body matches and any other does not."""
     digest = hashlib.sha256()
-    fields = request.fields.model_dump(mode="json", exclude_none=True)
+    # Fields left at their defaults are left out (None, and preview false), so a request
+    # that does not ask for previews fingerprints as it did before the field existed.
+    fields = request.fields.model_dump(mode="json", exclude_defaults=True)
     digest.update(json.dumps({"fields": fields, **context}, sort_keys=True).encode())
     for name in sorted(request.uploads):
         upload = request.uploads[name]
@@ -678,6 +680,7 @@ class Intake:
                 idempotency_claim=claim_key,
                 priority=fields.priority or DEFAULT_PRIORITY,
                 webhook_url=fields.webhook_url,
+                preview=fields.preview,
             )
             self.store.create(record)
         except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from core.characters import CharacterRecord
 from core.video import Video
@@ -45,6 +46,13 @@ class VideoCreate(BaseModel):
     top_k: int | None = None
     top_p: float | None = None
     with_audio: bool | None = None
+    # Ours: while it is made, a preview.mp4 of the frames decoded so far (content
+    # variant=preview) and a `preview` event on /events at each new one.
+    preview: bool = Field(
+        default=False,
+        description="true: publish previews of the frames made so far while the video is made "
+        "(content variant=preview, `preview` events on /events)",
+    )
     mask_box: tuple[int, int, int, int] | None = None
     # Which of the model's queues it waits on: a worker takes high before normal before low.
     priority: Literal["high", "normal", "low"] | None = None
@@ -62,6 +70,20 @@ class VideoCreate(BaseModel):
         # "x0,y0,x1,y1" from a form or the CLI; a list from JSON or the SDK's `mask_box[]`.
         if isinstance(value, str):
             return [v.strip() for v in value.split(",")]
+        return value
+
+    @field_validator("preview", mode="before")
+    @classmethod
+    def _parse_preview(cls, value: Any) -> Any:
+        # JSON sends a boolean, a form the text "true" or "false" (the openai SDK's multipart
+        # spelling); null or an empty field is no choice. Nothing else is guessed at: "yes",
+        # "on" or 1 is refused, where pydantic's lax bool would take them.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return False
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not isinstance(value, bool):
+            raise PydanticCustomError("bool_type", "must be true or false")
         return value
 
     @field_validator("input_reference", "image", "video", "audio", mode="before")
@@ -158,6 +180,8 @@ def create_body_openapi() -> dict[str, Any]:
             form[name] = {"type": "string", "enum": [t.value for t in Task]}
         elif name == "priority":
             form[name] = {"type": "string", "enum": ["high", "normal", "low"]}
+        elif name == "preview":
+            form[name] = {"type": "string", "enum": ["true", "false"], "default": "false"}
         elif name == "mask_box":
             form[name] = {"type": "string", "description": "x0,y0,x1,y1"}
         else:

@@ -109,6 +109,12 @@ class VideoRecord(BaseModel):
     # Where its finish event goes besides the server's endpoints (core/webhooks.py); never
     # shown in the video object.
     webhook_url: str | None = None
+    # Live previews (the create's `preview`): the worker stores the frames decoded so far as
+    # preview.mp4 (workers/previews.py) while it samples the rest.
+    preview: bool = False
+    preview_frames: int = 0  # pixel frames in the latest preview.mp4
+    # The latent frame (0-based) whose completion made the latest preview; None: none yet.
+    preview_index: int | None = None
 
 
 # Sets fields only while the record exists, each field named in ARGV[2] (a JSON object of
