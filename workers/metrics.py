@@ -92,3 +92,14 @@ WEBHOOK_DELIVERIES = Counter(
     "that is not allowed).",
     ["outcome"],
 )
+TIME_TO_FIRST_PREVIEW = Histogram(
+    "videopoet_time_to_first_preview_seconds",
+    "Time from a video's creation to its first published preview (created with preview).",
+    ["model"],
+    buckets=SECONDS_BUCKETS,
+)
+PREVIEWS = Counter(
+    "videopoet_previews",
+    "Previews published: preview.mp4 of the frames decoded so far, stored and recorded.",
+    ["model"],
+)
