@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import PurePath
@@ -60,8 +61,13 @@ MEDIA_TYPES = {
     ".jpg": "image/jpeg",
     ".png": "image/png",
 }
-# How often the SSE stream looks at the record.
-EVENTS_POLL_SECONDS = 0.5
+# How often the SSE stream looks at the record. 0.1 s: the stream is how clients (and the
+# service benchmark) learn that a video of 1 to 3 s has finished or has a new preview, and
+# a step of 0.5 s would add up to half a second to each such figure. The cost: one HGETALL
+# of a record of about a kilobyte per open stream per step (a hundred streams: a thousand
+# small reads a second, a few percent of one Redis) and its parsing in the API; a record
+# that did not change sends nothing.
+EVENTS_POLL_SECONDS = 0.1
 # A comment line after this long without an event keeps proxies from closing the stream.
 EVENTS_KEEPALIVE_SECONDS = 15.0
 # How long an EventSource waits before reconnecting after a dropped stream.
@@ -295,30 +301,50 @@ def download_content(
     state: StateDep,
     caller: CallerDep,
     variant: Annotated[
-        Literal["video", "thumbnail", "spritesheet", "image"],
-        Query(description="video (mp4), thumbnail (webp), spritesheet (jpg), image (png, stills)"),
+        Literal["video", "thumbnail", "spritesheet", "image", "preview"],
+        Query(
+            description="video (mp4), thumbnail (webp), spritesheet (jpg), image (png, stills), "
+            "preview (mp4 of the frames made so far; created with preview: true)"
+        ),
     ] = "video",
 ) -> Response:
-    """Download the mp4, or its thumbnail, spritesheet, or the PNG of a still (byte ranges
-    served; with VIDEOPOET_S3_PRESIGN, a 302 to a presigned URL that expires)."""
+    """Download the mp4, or its thumbnail, spritesheet, the PNG of a still, or the latest
+    preview (byte ranges served; with VIDEOPOET_S3_PRESIGN, a 302 to a presigned URL that
+    expires)."""
     record = _get_record(state, caller, video_id)
-    if record.status is not VideoStatus.completed:
-        raise Conflict(
-            f"video {video_id} is {record.status.value}; content is available once completed"
-        )
-    name = record.outputs.get(variant)
-    if name is None:
-        raise NotFound(
-            f"video {video_id} has no {variant}; available: {', '.join(sorted(record.outputs))}",
-            param="variant",
-        )
+    if variant == "preview":
+        name = _preview_name(record)
+        if name is None:
+            how = "" if record.preview else "create the video with preview: true; "
+            raise NotFound(
+                f"video {video_id} has no preview yet: {how}previews appear as its frames are made",
+                param="variant",
+            )
+    else:
+        if record.status is not VideoStatus.completed:
+            raise Conflict(
+                f"video {video_id} is {record.status.value}; content is available once "
+                "completed (while it is made: variant=preview, for a video created with "
+                "preview: true)"
+            )
+        name = record.outputs.get(variant)
+        if name is None:
+            available = ", ".join(sorted(set(record.outputs) - {"preview"}))
+            raise NotFound(
+                f"video {video_id} has no {variant}; available: {available}", param="variant"
+            )
     suffix = PurePath(name).suffix
     media_type = MEDIA_TYPES.get(suffix, "application/octet-stream")
-    filename = f"{video_id}{suffix}"
+    filename = f"{video_id}-preview{suffix}" if variant == "preview" else f"{video_id}{suffix}"
     gone = NotFound(f"the {variant} of video {video_id} is no longer stored", param="variant")
+    # A preview is replaced under the same name as frames are made: caches must ask again.
+    fresh = {"Cache-Control": "no-cache"} if variant == "preview" else {}
     artifacts = state.store.artifacts
     path = artifacts.local_path(video_id, name)
-    if path is not None:  # the folder store: Starlette serves the file (and byte ranges)
+    if path is not None and variant != "preview":
+        # The folder store: Starlette serves the file (and byte ranges). Not a preview:
+        # Starlette reads its size before it opens it, and a new preview may be renamed
+        # over it in between; `read` below sizes the file it opened.
         if not path.is_file():
             raise gone
         return FileResponse(path, media_type=media_type, filename=filename)
@@ -346,14 +372,53 @@ def download_content(
         media_type=media_type,
         headers={
             **blob.headers(),
+            **fresh,
             "Content-Disposition": f'attachment; filename="{filename}"',
         },
     )
 
 
+def _preview_name(record: VideoRecord) -> str | None:
+    """The stored file of the video's latest preview, or None before the first. Its
+    completion writes the final outputs over the running ones, so a recorded preview index
+    names the file too."""
+    name = record.outputs.get("preview")
+    if name is None and record.preview_index is not None:
+        name = "preview.mp4"  # workers/previews.py PREVIEW_NAME (the API imports no workers)
+    return name
+
+
 def _event_id(record: VideoRecord) -> str:
-    """An SSE id naming one state of a video: attempt, progress, status, stage."""
-    return f"{record.attempts}.{record.progress}.{record.status.value}.{record.stage or ''}"
+    """An SSE id naming one state of a video: attempt, progress, status, stage; and, once it
+    has one, its latest preview (`1.p3.40.in_progress.text_to_video`)."""
+    preview = f"p{record.preview_index}." if record.preview_index is not None else ""
+    return (
+        f"{record.attempts}.{preview}{record.progress}.{record.status.value}.{record.stage or ''}"
+    )
+
+
+# The attempt and preview index in an event id of _event_id.
+_PREVIEW_IN_ID = re.compile(r"(\d+)\.p(\d+)\.")
+
+
+def _preview_seen(event_id: str | None) -> tuple[int, int] | None:
+    """(attempt, preview index) of the latest preview a client had seen when it got the
+    event `event_id`; None when it had seen none."""
+    match = _PREVIEW_IN_ID.match(event_id or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _preview_event(record: VideoRecord) -> str:
+    """The `preview` event of the record's latest preview. It carries no id: the `video`
+    event that follows it in the same poll names the state (so a client cut off between
+    the two resumes before both and gets the preview again, not a gap)."""
+    data = {
+        "id": record.id,
+        "frame_index": record.preview_index,
+        "frames": record.preview_frames,
+        "url": f"/v1/videos/{record.id}/content?variant=preview",
+    }
+    return _sse("preview", json.dumps(data))
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:
@@ -379,8 +444,8 @@ async def video_events(
     ] = None,
 ) -> Response:
     """Server-sent events: `video` (the video object plus `stage`) at each change of status,
-    progress or stage, ending at a terminal status (or `deleted`); resumable with
-    Last-Event-ID."""
+    progress or stage, and before it `preview` at each new preview (created with preview:
+    true), ending at a terminal status (or `deleted`); resumable with Last-Event-ID."""
     record = await run_in_threadpool(_get_record, state, caller, video_id)
     if record.status in FINISHED and last_event_id == _event_id(record):
         # The client saw the end already: 204 tells an EventSource not to reconnect.
@@ -389,6 +454,7 @@ async def video_events(
     async def stream() -> AsyncIterator[str]:
         yield f"retry: {EVENTS_RETRY_MS}\n\n"
         last = last_event_id
+        preview_seen = _preview_seen(last_event_id)
         quiet_since = time.monotonic()
         current: VideoRecord | None = record
         while True:
@@ -399,6 +465,13 @@ async def video_events(
             event_id = _event_id(current)
             if event_id != last:
                 last, quiet_since = event_id, time.monotonic()
+                if current.preview_index is not None:
+                    # A new preview (of this run: a run after a lost worker starts again
+                    # from frame 0) goes first, so it comes before the terminal event.
+                    preview = (current.attempts, current.preview_index)
+                    if preview != preview_seen:
+                        preview_seen = preview
+                        yield _preview_event(current)
                 video = await run_in_threadpool(_video, state, current)
                 data = video.model_dump(mode="json")
                 data["stage"] = current.stage
