@@ -1,5 +1,6 @@
-// The playground: a form that creates videos through the Videos API, live progress from the
-// SSE endpoint, the result in a <video>, and the recent videos (open, delete). Plain JS.
+// The playground: a form that creates videos through the Videos API, live progress and
+// previews from the SSE endpoint, the result in a <video>, and the recent videos (open,
+// delete). Plain JS.
 //
 // Every request carries the API key when one is entered (`Authorization: Bearer`), so the
 // progress stream is read with fetch (EventSource cannot send headers) and media are fetched
@@ -33,6 +34,7 @@ const TASK_HELP = {
   av_continuation: "Continues picture and sound together (the clip's own track, or an audio file).",
 };
 const FINISHED = new Set(["completed", "failed", "cancelled"]);
+const STOPPED = new Set(["failed", "cancelled"]);
 // Tasks without the "add a soundtrack" option: their output has sound already, or is a still.
 const NO_SOUNDTRACK_OPTION = new Set(["video_to_audio", "av_continuation", "text_to_image"]);
 const LIST_LIMIT = 12;
@@ -46,6 +48,10 @@ const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const state = {
   config: null, tasks: {}, current: null, events: null, listTimer: null, objectUrls: new Map(),
+  status: null, // the status of the video shown
+  preview: null, // the preview event shown in the player, until the result replaces it
+  // the latest preview asked for: a slower earlier fetch must not replace a later one
+  previewSeq: 0,
 };
 
 function authHeaders() {
@@ -119,6 +125,8 @@ function buildForm() {
     if (control.value !== "") form.append(control.name, control.value);
   }
   if (!NO_SOUNDTRACK_OPTION.has(name) && $("with-audio").checked) form.append("with_audio", "true");
+  // Previews of the frames made so far, shown while the rest is sampled (`preview` events).
+  form.append("preview", "true");
   return form;
 }
 
@@ -167,6 +175,8 @@ function openVideo(video) {
     `${video.seconds} s · seed ${video.seed}`;
   $("media").hidden = true;
   state.shown = null;
+  state.previewSeq += 1;
+  showingPreview(null);
   $("player").removeAttribute("src");
   $("player").load();
   render(video);
@@ -175,6 +185,8 @@ function openVideo(video) {
 
 function render(video) {
   if (video.id !== state.current) return;
+  state.status = video.status;
+  if (state.preview && STOPPED.has(video.status)) showingPreview(state.preview);
   $("progress").value = video.progress;
   $("progress-text").textContent = `${video.progress}%`;
   const status = $("status");
@@ -205,6 +217,7 @@ async function contentUrl(slot, id, variant) {
 async function showMedia(video) {
   if (state.shown === video.id) return;
   state.shown = video.id;
+  state.previewSeq += 1; // a preview still on its way is not shown over the result
   const still = video.task === "text_to_image";
   // slot (element id), variant, file extension
   const files = [["player", "video", "mp4"], ["download-thumbnail", "thumbnail", "webp"],
@@ -217,6 +230,7 @@ async function showMedia(video) {
     const player = $("player");
     player.src = urls.player;
     player.play().catch(() => { /* autoplay refused: the controls are there */ });
+    showingPreview(null);
     $("still").hidden = !still;
     $("download-image").hidden = !still;
     const links = [["download-video", "player", "mp4"], ["download-thumbnail", null, "webp"],
@@ -237,8 +251,53 @@ async function showMedia(video) {
   }
 }
 
+// A `preview` event: the mp4 of the frames made so far, in the player until the result comes.
+// It is replaced under the same URL, so each is fetched anew (a query of its own, no cache).
+async function showPreview(preview) {
+  const seq = ++state.previewSeq;
+  if (preview.id !== state.current || state.shown === preview.id) return;
+  try {
+    const response = await fetch(`${preview.url}&frame=${preview.frame_index}`,
+      { headers: authHeaders(), cache: "no-store" });
+    if (!response.ok) return; // gone meanwhile (finished, deleted): the next event says which
+    const blob = await response.blob();
+    if (seq !== state.previewSeq || preview.id !== state.current) return;
+    const url = URL.createObjectURL(blob);
+    const old = state.objectUrls.get("preview");
+    if (old) URL.revokeObjectURL(old);
+    state.objectUrls.set("preview", url);
+    const player = $("player");
+    player.src = url;
+    player.play().catch(() => { /* autoplay refused: the controls are there */ });
+    $("still").hidden = true;
+    showingPreview(preview);
+    $("media").hidden = false;
+  } catch (e) {
+    /* a preview is a courtesy: the result still comes */
+  }
+}
+
+// Mark the player as showing a preview (the frames so far), or the result (null).
+function showingPreview(preview) {
+  const note = $("preview-note");
+  note.hidden = !preview;
+  $("links").hidden = Boolean(preview);
+  if (preview) {
+    state.preview = preview;
+    const frames = preview.frames === 1 ? "1 frame" : `${preview.frames} frames`;
+    note.textContent = STOPPED.has(state.status)
+      ? `Preview: the ${frames} made before it stopped`
+      : `Preview: the first ${frames}, while the rest is made`;
+    $("media").dataset.preview = String(preview.frame_index);
+  } else {
+    state.preview = null;
+    delete $("media").dataset.preview;
+  }
+}
+
 // Server-sent events read with fetch: the video object at each change of status, progress or
-// stage. A dropped stream is resumed with Last-Event-ID; 204 means the video had ended.
+// stage, and a `preview` before it at each new preview. A dropped stream is resumed with
+// Last-Event-ID; 204 means the video had ended.
 async function followEvents(id) {
   const controller = new AbortController();
   state.events = controller;
@@ -274,6 +333,7 @@ async function followEvents(id) {
             clearResult();
             return;
           }
+          if (event.name === "preview") showPreview(JSON.parse(event.data));
           if (event.name === "video") {
             const video = JSON.parse(event.data);
             render(video);
@@ -322,6 +382,8 @@ function clearResult() {
   closeEvents();
   state.current = null;
   state.shown = null;
+  state.previewSeq += 1;
+  showingPreview(null);
   $("player").removeAttribute("src");
   $("player").load();
   $("result-body").hidden = true;
