@@ -1,4 +1,5 @@
-"""A real service on loopback for the service benchmarks (throughput.py, latency.py).
+"""A real service on loopback for the service benchmarks (throughput.py, latency.py,
+arrivals.py).
 
 An embedded `redis-server` (the CLI's own `start_embedded_redis`), then `videopoet serve
 --workers 1` pointed at it, so the benchmark reads the records (their stage timings) from the
@@ -9,6 +10,7 @@ all stopped on exit. Not a benchmark itself.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -69,12 +72,16 @@ class Service:
 def running_service(
     model: str,
     *,
-    batch_size: int,
+    batch_size: int | None,
     torch_threads: int = 0,
     batch_window: float | None = None,
     log_name: str = "serve",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
-    """Redis + `videopoet serve --workers 1` (API and one worker) until the block ends."""
+    """Redis + `videopoet serve --workers 1` (API and one worker) until the block ends.
+
+    batch_size None leaves the service's default; extra_env adds or overrides VIDEOPOET_*
+    settings of the API and the worker (e.g. VIDEOPOET_SCHEDULER, rate limits)."""
     folder = Path(tempfile.mkdtemp(prefix="videopoet-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIDEOPOET_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -82,15 +89,17 @@ def running_service(
         {
             "VIDEOPOET_DATA_DIR": str(folder / "data"),
             "VIDEOPOET_MODEL": model,
-            "VIDEOPOET_BATCH_SIZE": str(batch_size),
             "VIDEOPOET_TORCH_THREADS": str(torch_threads),
             "VIDEOPOET_WORKER_METRICS_PORT": str(_free_port()),
             "VIDEOPOET_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(ROOT),
         }
     )
+    if batch_size is not None:
+        env["VIDEOPOET_BATCH_SIZE"] = str(batch_size)
     if batch_window is not None:
         env["VIDEOPOET_BATCH_WINDOW_SECONDS"] = str(batch_window)
+    env.update(extra_env or {})
     redis_proc, redis_url = start_embedded_redis(folder / "redis", env)
     env["VIDEOPOET_REDIS_URL"] = redis_url
     port = _free_port()
@@ -142,8 +151,30 @@ def pick_model(requested: str | None) -> str:
 
 
 def machine() -> dict[str, Any]:
-    """What the figures were measured on: cores and the load at the time."""
-    return {"cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()]}
+    """What the figures were measured on: the CPU, cores, torch and the load at the time."""
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "torch": _version("torch"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)  # without importing it: the client stays small
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def add_service_arguments(parser) -> None:
