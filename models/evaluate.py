@@ -14,6 +14,12 @@ waveform.
 - pitch: the dominant frequency of each frame-long window of audio.
 Chance: 1 / classes for accuracies; for PSNR and correlation, the score of an unrelated clip of
 the world in place of the output.
+
+The clips are held-out (shape, colour, motion) combinations, captioned in phrasings training
+never uses. The held-out-word rows (`--tasks words`) prompt text_to_video on the same clips with
+the same seeds, each caption changed in one thing (`models.captions`): the colour named by a
+training colour name other than the world's six words, or by a held-out name; the motion in a
+held-out phrasing, then with held-out style words around that same caption.
 """
 
 from __future__ import annotations
@@ -359,6 +365,15 @@ def round_trip_audio(tokenizer, audio: np.ndarray, device="cpu") -> np.ndarray:
         return tokenizer.decode(tokenizer.encode(a))[0].float().cpu().numpy()
 
 
+# The held-out-word rows (`--tasks words`): (eval_caption's words, metric, label, target).
+WORD_ROWS = (
+    ("train_colour", "colour, training colour names", "colour", ">= 90 %"),
+    ("heldout_colour", "colour, held-out colour names", "colour", ">= 50 %"),
+    ("heldout_motion", "motion, held-out phrasings", "motion", ">= 75 %"),
+    ("heldout_motion_style", "motion, + held-out style words", "motion", "-5 pts at most"),
+)
+
+
 def run_eval(
     model: str = "demo",
     n: int = 24,
@@ -489,6 +504,30 @@ def run_eval(
                     _acc([fn(f) for f in frames], [lab[key] for lab in labels]),
                     chance,
                     truth,
+                    target,
+                )
+            )
+    # ---- held-out words (issue #34): the text_to_video clips and sampling seeds again, each
+    # caption changed in one thing only (models.captions.eval_caption): the colour named by a
+    # training name other than the world's own word, or by a held-out name; the motion in a
+    # held-out phrasing; and that caption with held-out style words around it (what they cost
+    # is its gap to the row before)
+    if on("words"):
+        from models import captions
+
+        for words, metric, key, target in WORD_ROWS:
+            prompts = [
+                captions.eval_caption(s, np.random.default_rng([s.seed, 1]), words) for s in specs
+            ]
+            out = gen(Task.text_to_video, prompts, None)
+            fn = dominant_colour if key == "colour" else classify_motion
+            rows.append(
+                Row(
+                    "text_to_video",
+                    metric,
+                    _acc([fn(r.frames) for r in out], [lab[key] for lab in labels]),
+                    1 / 6,
+                    _acc([fn(c.frames) for c in clips], [lab[key] for lab in labels]),
                     target,
                 )
             )
@@ -741,7 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the model card's)",
     )
     p.add_argument(
-        "--tasks", default="", help="comma-separated subset (tokenizers, text_to_video, ...)"
+        "--tasks",
+        default="",
+        help="comma-separated subset (tokenizers, text_to_video, words, ...); words: "
+        "text_to_video with held-out colour names, motion phrasings and style words",
     )
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

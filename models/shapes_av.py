@@ -13,7 +13,8 @@ soundtrack follows what is seen:
 Everything is deterministic by seed and made in memory (numpy only, no torch, no files).
 Captions come from several templates with synonyms and word-order variation; a second,
 disjoint set of phrasings (`phrasing="heldout"`) is kept for evaluation, so a model that
-memorised strings fails it. A fixed sixth of the (shape, colour, motion) combinations is held
+memorised strings fails it. `phrasing="broad"` draws from the broad vocabulary of
+`models.captions` (named colours, many verbs, style words; issue #34) instead. A fixed sixth of the (shape, colour, motion) combinations is held
 out of training (`is_heldout`); every pair of attributes is still seen in training.
 """
 
@@ -351,25 +352,45 @@ def reword(text: str, value: str, new_value: str) -> str:
     raise ValueError(f"no words for {value!r} in {text!r}")
 
 
-def caption(spec: ClipSpec, rng: np.random.Generator, phrasing: str = "train") -> str:
-    """A caption of the clip; `phrasing` "heldout" uses only evaluation phrasings."""
-    words, templates = (
+PHRASINGS = ("train", "heldout", "broad")
+
+
+def caption(
+    spec: ClipSpec,
+    rng: np.random.Generator,
+    phrasing: str = "train",
+    words: dict[str, list[str]] | None = None,
+) -> str:
+    """A caption of the clip. `phrasing`: "train", the eight training templates (what every
+    checkpoint so far trained on); "heldout", only evaluation phrasings; "broad", the broad
+    training vocabulary of `models.captions` (many colour names, verbs, style words).
+
+    `words` replaces the phrases of attribute values ({"red": ["crimson"], "left": [...]}) in
+    the train or heldout phrasing, for the eval's held-out-word rows; a colour is otherwise
+    its own name.
+    """
+    if phrasing == "broad":
+        from models import captions
+
+        return captions.caption(spec, rng)
+    if phrasing not in PHRASINGS:
+        raise ValueError(f"phrasing must be one of {PHRASINGS}, not {phrasing!r}")
+    base, templates = (
         (_TRAIN_WORDS, _TRAIN_TEMPLATES)
         if phrasing == "train"
         else (_HELDOUT_WORDS, _HELDOUT_TEMPLATES)
     )
+    words = {**base, **(words or {})}
 
     def pick(options):
         return options[rng.integers(len(options))]
 
     def describe(obj: ObjectSpec, template: str, bg: str) -> str:
-        return template.format(
-            size=pick(words[obj.size]),
-            colour=obj.colour,
-            shape=pick(words[obj.shape]),
-            motion=pick(words[obj.motion]),
-            bg=bg,
-        )
+        size, shape, motion = (pick(words[v]) for v in (obj.size, obj.shape, obj.motion))
+        # a colour is drawn last and only when replaced: the captions of every earlier run stay
+        # as they were, and one with a replaced colour keeps their other words
+        colour = pick(words[obj.colour]) if obj.colour in words else obj.colour
+        return template.format(size=size, colour=colour, shape=shape, motion=motion, bg=bg)
 
     template = pick(templates)
     text = describe(spec.main, template, spec.background)
@@ -393,10 +414,15 @@ def labels(spec: ClipSpec) -> dict:
     }
 
 
-def make_clip(spec: ClipSpec, phrasing: str = "train") -> Clip:
+def make_caption(spec: ClipSpec, phrasing: str = "train") -> str:
+    """The caption `make_clip` gives the clip, without rendering it."""
     rng = np.random.default_rng([spec.seed, 1])  # caption choices: a stream apart from layout
+    return caption(spec, rng, phrasing)
+
+
+def make_clip(spec: ClipSpec, phrasing: str = "train") -> Clip:
     return Clip(
-        spec, render_frames(spec), render_audio(spec), caption(spec, rng, phrasing), labels(spec)
+        spec, render_frames(spec), render_audio(spec), make_caption(spec, phrasing), labels(spec)
     )
 
 

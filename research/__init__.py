@@ -8,7 +8,7 @@ server) through the public names of `models` and prints a table or writes a pict
     python -m research.word_probe --model demo --n 24
 
 Probes (what a checkpoint has learnt): audio_code_probe, caption_probe, condition_probe,
-control_probe, phrasing_probe, placement_probe, token_probe, word_probe. Doc tools (pictures
+control_probe, phrasing_probe, placement_probe, token_probe, vocab_probe, word_probe. Doc tools (pictures
 under docs/): contact_sheet (docs/demo_sheet.png) and screenshot (docs/playground.png).
 """
 

@@ -42,9 +42,9 @@ def encode(encoder, captions: list[str], length: int) -> tuple[torch.Tensor, tor
 
 
 class Mean(torch.nn.Module):
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, classes: int = len(MOTIONS)):
         super().__init__()
-        self.out = torch.nn.Linear(dim, len(MOTIONS))
+        self.out = torch.nn.Linear(dim, classes)
 
     def forward(self, s, m):
         w = m[..., None].float()
@@ -57,10 +57,10 @@ class Max(Mean):
 
 
 class Attention(torch.nn.Module):
-    def __init__(self, dim: int, heads: int = 4):
+    def __init__(self, dim: int, heads: int = 4, classes: int = len(MOTIONS)):
         super().__init__()
         self.score = torch.nn.Linear(dim, heads)
-        self.out = torch.nn.Linear(heads * dim, len(MOTIONS))
+        self.out = torch.nn.Linear(heads * dim, classes)
 
     def forward(self, s, m):
         a = self.score(s).masked_fill(~m[..., None], float("-inf")).softmax(1)  # (N, L, heads)
@@ -68,12 +68,13 @@ class Attention(torch.nn.Module):
 
 
 def fit(reader, s, m, y, steps: int = 400) -> None:
+    """Adam on the cross-entropy of `reader(s, m)` against y; m may be None (pooled inputs)."""
     opt = torch.optim.Adam(reader.parameters(), 3e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(0)
     for _ in range(steps):
         idx = torch.randint(len(y), (256,), generator=gen)
         opt.zero_grad()
-        F.cross_entropy(reader(s[idx], m[idx]), y[idx]).backward()
+        F.cross_entropy(reader(s[idx], None if m is None else m[idx]), y[idx]).backward()
         opt.step()
 
 

@@ -14,8 +14,9 @@ import torch
 from models import pipeline
 from models.train import distributed
 from models.train.audio_tokenizer import train_audio_tokenizer
+from models.train.data import CAPTION_STYLES
 from models.train.errors import TrainingError
-from models.train.lm import TASK_WEIGHTS, task_weights, train_lm
+from models.train.lm import TASK_WEIGHTS, copy_tokenizers, task_weights, train_lm
 from models.train.loop import DEFAULTS, STAGES, init_path
 from models.train.video_tokenizer import check_crop_frames, train_video_tokenizer
 
@@ -203,6 +204,29 @@ def add_lm_flags(p: argparse.ArgumentParser) -> None:
         "processes (FSDP) instead of keeping a copy on each (DDP): for an LM whose training "
         "state does not fit one device (videopoet-8b); checkpoints stay whole",
     )
+    g.add_argument(
+        "--captions",
+        choices=list(CAPTION_STYLES),
+        default="template",
+        help="Shapes-AV captions: template (the eight fixed templates the shipped LM trained "
+        "on) or broad (models/captions.py: many colour names, verbs and constructions, style "
+        "words, case and punctuation); a token cache of the other style is captioned again, "
+        "its tokens kept",
+    )
+    g.add_argument(
+        "--tokenizers-from",
+        default="",
+        help="a new --out (no config.json yet) starts with this checkpoint's config.json and "
+        "both tokenizers (e.g. demo), so only the LM trains; ignored once the folder has them",
+    )
+    g.add_argument(
+        "--text-pool-heads",
+        type=int,
+        default=None,
+        help="set the LM's text_pool_heads (learnt queries pooling the caption, from zero) in "
+        "the folder's config.json before the LM's first step; refused once the LM has trained "
+        "with another value",
+    )
     defaults = ", ".join(f"{t.value}={w:g}" for t, w in TASK_WEIGHTS.items())
     g.add_argument(
         "--task-weights",
@@ -270,6 +294,12 @@ def _run_stage(args: argparse.Namespace) -> dict:
         check_crop_frames(args.crop_frames)
     if args.stage == "lm":
         task_weights(args.task_weights)  # a typo fails now, not after tokenizing
+        if args.captions != "template" and not args.data.startswith("shapes-av"):
+            raise TrainingError(
+                f"--captions {args.captions} captions Shapes-AV clips; {args.data} has its own"
+            )
+        if args.tokenizers_from:
+            copy_tokenizers(args.tokenizers_from, args.out)
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
     result = TRAIN[args.stage](args)

@@ -21,11 +21,21 @@ class Example:
     caption: str
 
 
-class ShapesAVData:
-    """The Shapes-AV world at a card's size: example i is the training clip of seed base + i."""
+# --captions: the Shapes-AV phrasing each caption style draws from (models/shapes_av.py)
+CAPTION_STYLES = {"template": "train", "broad": "broad"}
 
-    def __init__(self, card, size: int = 1_000_000, seed: int = 0):
-        self.card, self.size, self.seed = card, size, seed
+
+class ShapesAVData:
+    """The Shapes-AV world at a card's size: example i is the training clip of seed base + i.
+
+    captions: "template" (the eight fixed templates every checkpoint so far trained on) or
+    "broad" (`models.captions`: many colour names, verbs, style words). The clips are the same
+    either way; only their captions differ."""
+
+    def __init__(self, card, size: int = 1_000_000, seed: int = 0, captions: str = "template"):
+        if captions not in CAPTION_STYLES:
+            raise TrainingError(f"--captions must be one of {', '.join(CAPTION_STYLES)}")
+        self.card, self.size, self.seed, self.captions = card, size, seed, captions
 
     def __len__(self) -> int:
         return self.size
@@ -33,9 +43,20 @@ class ShapesAVData:
     def __getitem__(self, i: int) -> Example:
         from models import shapes_av
 
-        clip = shapes_av.generate_clip(self.seed + int(i), split="train")
+        clip = shapes_av.generate_clip(
+            self.seed + int(i), split="train", phrasing=CAPTION_STYLES[self.captions]
+        )
         frames = resize_frames(clip.frames, self.card.height, self.card.width)
         return Example(frames, clip.audio, clip.caption)
+
+    def caption(self, i: int) -> str:
+        """Example i's caption without drawing its frames and audio (cheap)."""
+        from models import shapes_av
+
+        return shapes_av.make_caption(
+            shapes_av.sample_clip_spec(self.seed + int(i), split="train"),
+            CAPTION_STYLES[self.captions],
+        )
 
 
 class JsonlVideoData:
@@ -89,13 +110,18 @@ class JsonlVideoData:
         return Example(frames, fit_samples(audio, n), caption)
 
 
-def open_data(spec: str, card, seed: int = 0):
-    """`shapes-av`, `shapes-av:N` (its first N clips only) or a .jsonl path -> Examples."""
+def open_data(spec: str, card, seed: int = 0, captions: str = "template"):
+    """`shapes-av`, `shapes-av:N` (its first N clips only) or a .jsonl path -> Examples.
+    captions: the Shapes-AV caption style (a JSONL file's captions are its own)."""
     if spec == "shapes-av":
-        return ShapesAVData(card, seed=seed)
+        return ShapesAVData(card, seed=seed, captions=captions)
     if spec.startswith("shapes-av:") and spec.split(":", 1)[1].isdigit():
-        return ShapesAVData(card, size=int(spec.split(":", 1)[1]), seed=seed)
+        return ShapesAVData(card, size=int(spec.split(":", 1)[1]), seed=seed, captions=captions)
     if spec.endswith(".jsonl"):
+        if captions != "template":
+            raise TrainingError(
+                f"--captions {captions} captions Shapes-AV clips; {spec} has its own captions"
+            )
         return JsonlVideoData(spec, card)
     raise TrainingError(
         f'--data must be \'shapes-av[:N]\' or a .jsonl file of {{"video", "caption"}}; got {spec!r}'

@@ -5,6 +5,7 @@ cache (`token_cache.py`)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,8 @@ from models.train.errors import TrainingError
 from models.train.loop import DEFAULTS, Run, train_loop
 from models.train.token_cache import cached_lm_data
 from models.vocab import Kind, assemble
+
+log = logging.getLogger(__name__)
 
 TEXT_DROP = 0.1  # share of rows trained without their text (classifier-free guidance)
 # Cross-modal tasks drop it more often: with the caption there, a soundtrack could be read off
@@ -297,15 +300,70 @@ def shard_batch(
     )
 
 
+def copy_tokenizers(source: str, out: str) -> None:
+    """--tokenizers-from: a new folder (no config.json) gets `source`'s config.json and both
+    tokenizers, so that `train lm` trains only the LM on them (rank 0 copies)."""
+    import shutil
+    from pathlib import Path
+
+    from models.card import resolve_checkpoint
+
+    folder = resolve_checkpoint(source) or Path(source)
+    names = ["config.json"] + [f"{c}.safetensors" for c in ("video_tokenizer", "audio_tokenizer")]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise TrainingError(f"--tokenizers-from: {folder} has no {', '.join(missing)}")
+    target = Path(out)
+    if (target / "config.json").is_file():
+        log.info("--tokenizers-from: %s has its config.json already; leaving it as it is", target)
+        return
+    if distributed.world().main:
+        target.mkdir(parents=True, exist_ok=True)
+        for n in names[1:] + names[:1]:  # config.json last: a folder with it is complete
+            shutil.copyfile(folder / n, target / n)
+        log.info("--tokenizers-from: copied %s from %s into %s", ", ".join(names), folder, target)
+    distributed.barrier()
+
+
+def set_text_pool_heads(run: Run, heads: int) -> None:
+    """--text-pool-heads: write the LM's text_pool_heads into the folder's config.json before
+    its first step (the new queries and map start at zero, so an LM --init-from one without
+    them starts from the same predictions)."""
+    import json
+
+    from models.pipeline import ModelConfig
+
+    if run.config.lm.text_pool_heads == heads:
+        return
+    if run.state_path.is_file():
+        raise TrainingError(
+            f"--text-pool-heads {heads}: the LM in {run.out} has trained with "
+            f"text_pool_heads {run.config.lm.text_pool_heads}; start a new --out"
+        )
+    if heads and not run.config.lm.text_global:
+        raise TrainingError("--text-pool-heads adds to the caption path: it needs text_global")
+    path = run.out / "config.json"
+    if run.world.main:
+        d = json.loads(path.read_text())
+        d["lm"]["text_pool_heads"] = heads
+        path.write_text(json.dumps(d, indent=2) + "\n")
+        log.info("text_pool_heads %d written into %s", heads, path)
+    distributed.barrier()
+    run.config = ModelConfig.from_dict(json.loads(path.read_text()))
+
+
 def train_lm(args) -> dict:
     run = Run(args.out, "lm", args.config)
+    if args.text_pool_heads is not None:
+        set_text_pool_heads(run, args.text_pool_heads)
     config = run.config
+    captions = args.captions
     # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
     if run.world.main:
-        d = cached_lm_data(run, args.data, args.clips, args.seed, device=args.device)
+        d = cached_lm_data(run, args.data, args.clips, args.seed, args.device, captions)
     distributed.barrier()
     if not run.world.main:
-        d = cached_lm_data(run, args.data, args.clips, args.seed, device=args.device)
+        d = cached_lm_data(run, args.data, args.clips, args.seed, args.device, captions)
     torch.manual_seed(args.seed)
     lm = PrefixLM(config.lm)
     lm.init_weights()

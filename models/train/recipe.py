@@ -25,8 +25,8 @@ The levers, each named in the training log as what would reach a target the CPU 
 - many more steps: each stage trains for its share of --minutes at GPU batch sizes (the CPU
   run made about 10,000 steps of batch 4 to 8 per stage in hours).
 
-Not a lever here: a broader caption vocabulary (the text-fidelity issue's) is not in the
-Shapes-AV world yet; the captions are its eight templates.
+Not a lever here yet: the broad caption vocabulary (`train lm --captions broad`, the
+text-fidelity issue's) waits for its own fine-tune's eval; the captions are the eight templates.
 """
 
 from __future__ import annotations

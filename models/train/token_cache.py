@@ -166,10 +166,24 @@ def join_lm_data(old: dict, new: dict) -> dict:
     }
 
 
-def cached_lm_data(run: Run, spec: str, clips: int, seed: int, device: str = "cpu") -> dict:
+def recaption(run: Run, d: dict, data: ShapesAVData) -> dict:
+    """The cache's clips with their captions drawn again in `data`'s caption style and encoded
+    (the tokens stay: a Shapes-AV clip is the same whatever its caption)."""
+    from models.text_encoder import load_text_encoder
+
+    config = run.config
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_tokens)
+    captions = [data.caption(i) for i in range(len(d["video"]))]
+    return {**d, **encode_captions(encoder, captions), "captions": data.captions}
+
+
+def cached_lm_data(
+    run: Run, spec: str, clips: int, seed: int, device: str = "cpu", captions: str = "template"
+) -> dict:
     """The run's token cache, with `clips` clips of data `spec` (at most a file's length):
     loaded, grown by the clips it lacks, or tokenized again when the tokenizers' codes or the
-    clips' source (`spec` and `seed`) have changed since it was written."""
+    clips' source (`spec` and `seed`) have changed since it was written. Shapes-AV clips
+    cached with another caption style (`captions`) keep their tokens and get new captions."""
     path = run.out / "train" / CACHE_NAME
     digests = tokenizer_digests(run.out)
     d = torch.load(path, weights_only=True) if path.is_file() else None
@@ -180,8 +194,22 @@ def cached_lm_data(run: Run, spec: str, clips: int, seed: int, device: str = "cp
     elif d is not None and d.get("source", source) != source:  # files before the key: as given
         log.info("%s holds clips of %s, not %s: tokenizing again", path, d["source"], source)
         d = None
+    if d is not None and d.get("captions", "template") != captions:
+        log.info(
+            "%s holds %s captions: captioning its %d clips again (%s)",
+            path,
+            d.get("captions", "template"),
+            len(d["video"]),
+            captions,
+        )
+        t0 = time.perf_counter()
+        d = recaption(run, d, open_data(spec, run.config.card, seed=seed + 1, captions=captions))
+        torch.save(d, path)
+        log.info("captioned in %.0f s", time.perf_counter() - t0)
     have = 0 if d is None else len(d["video"])
-    data = open_data(spec, run.config.card, seed=seed + 1) if have < clips else None
+    data = (
+        open_data(spec, run.config.card, seed=seed + 1, captions=captions) if have < clips else None
+    )
     if data is None:
         want = 0
     else:
@@ -191,7 +219,7 @@ def cached_lm_data(run: Run, spec: str, clips: int, seed: int, device: str = "cp
         t0 = time.perf_counter()
         more = build_lm_data(run, data, want, seed, device=device, start=have)
         d = more if d is None else join_lm_data(d, more)
-        d["source"] = source
+        d["source"], d["captions"] = source, captions
         torch.save(d, path)
         log.info("tokenized in %.0f s", time.perf_counter() - t0)
     return d
