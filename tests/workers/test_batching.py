@@ -91,8 +91,9 @@ def test_a_batched_job_gives_what_it_gives_alone(service: Service) -> None:
     together = [service.wait_status(video_id, DONE) for video_id in ids]
     assert [r.status for r in together] == [VideoStatus.completed] * 3
     assert [r.batch_size for r in together] == [3, 3, 3]
-    for expected, record in zip(alone, together):
-        np.testing.assert_array_equal(_image(service, record), expected)
+    for expected, record in zip(alone, together):  # the same tokens; pixels within one level
+        image = _image(service, record).astype(np.int16)
+        assert np.abs(image - expected.astype(np.int16)).max() <= 1
 
 
 def test_cancelling_one_job_of_a_batch_stops_only_that_job(service: Service) -> None:
