@@ -77,6 +77,21 @@ class SamplingParams:
             any_guidance=self.any_guidance,
         )
 
+    @classmethod
+    def stack(cls, rows: list[SamplingParams]) -> SamplingParams:
+        """One batch's settings from each row's own (a continuous batch's rows come and go)."""
+        return cls(
+            temperature=torch.cat([r.temperature for r in rows]),
+            top_k=torch.cat([r.top_k for r in rows]),
+            top_p=torch.cat([r.top_p for r in rows]),
+            guidance=torch.cat([r.guidance for r in rows]),
+            generators=[g for r in rows for g in r.generators],
+            greedy=[g for r in rows for g in r.greedy],
+            max_top_k=max(r.max_top_k for r in rows),
+            any_top_p=any(r.any_top_p for r in rows),
+            any_guidance=any(r.any_guidance for r in rows),
+        )
+
 
 def filter_logits(
     logits: torch.Tensor,
@@ -103,7 +118,8 @@ def filter_logits(
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # drop a token when the mass before it already reaches top_p (the first always stays)
-        drop_sorted = (probs.cumsum(-1) - probs) >= top_p[:, None]
+        # (rows with top_p 1 keep everything: what a row keeps never depends on its batch)
+        drop_sorted = ((probs.cumsum(-1) - probs) >= top_p[:, None]) & (top_p[:, None] < 1)
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, -torch.inf)
     return logits
@@ -187,6 +203,27 @@ def decode_one_token_static(
     keys = torch.arange(key_valid.shape[1], device=token.device)
     mask = (key_valid & (keys <= input_pos))[:, None, None, :]
     return model(x, input_pos, mask, caption=caption, grid=grid)[:, -1]
+
+
+def decode_rows(
+    model: PrefixLM,
+    token: torch.Tensor,
+    pos: torch.Tensor,
+    kv_len: int,
+    key_valid: torch.Tensor,
+    caption: torch.Tensor | None = None,
+    grid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Feed token (B,) of each row at its own position pos (B,) (a continuous batch: rows
+    joined at different steps); hidden (B, C) predicting each row's next position.
+
+    kv_len: max(pos) + 1, known on the host; attention reads that many cache entries, each
+    row only its own keys up to its position.
+    """
+    x = model.embed(token[:, None], None, None)
+    keys = torch.arange(kv_len, device=token.device)
+    mask = (key_valid[:, :kv_len] & (keys[None] <= pos[:, None]))[:, None, None, :]
+    return model(x, pos[:, None], mask, kv_len=kv_len, caption=caption, grid=grid)[:, -1]
 
 
 def compile_decode_step(mode: str = "reduce-overhead") -> Callable:

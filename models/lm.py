@@ -102,11 +102,18 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, nh, T, hs) at `input_pos` (T,); return the first B rows of the cache."""
+        """Write k, v (B, nh, T, hs) at `input_pos`: (T,) shared by the rows, or (B, T) each
+        row's own (a continuous batch's rows stand at different steps). Returns the first B
+        rows of the cache."""
         B = k.shape[0]
         k_cache, v_cache = self.k[:B], self.v[:B]
-        k_cache.index_copy_(2, input_pos, k)
-        v_cache.index_copy_(2, input_pos, v)
+        if input_pos.dim() == 1:
+            k_cache.index_copy_(2, input_pos, k)
+            v_cache.index_copy_(2, input_pos, v)
+        else:
+            rows = torch.arange(B, device=k.device)[:, None]  # (B, 1) against (B, T)
+            k_cache[rows, :, input_pos] = k.transpose(1, 2)  # (B, T, nh, hs)
+            v_cache[rows, :, input_pos] = v.transpose(1, 2)
         return k_cache, v_cache
 
 
@@ -278,7 +285,7 @@ class PrefixLM(nn.Module):
         entry (a layout larger than the one the LM was built for)."""
         out = 0
         for axis, table in enumerate(self.grid):
-            index = (coords[:, axis] + 1).clamp(0, table.num_embeddings - 1)
+            index = (coords[..., axis] + 1).clamp(0, table.num_embeddings - 1)
             out = out + table(index)
         return out
 
@@ -298,7 +305,8 @@ class PrefixLM(nn.Module):
         caption: torch.Tensor | None = None,
         grid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos (T,).
+        """Hidden states (B, T, C) of embedded inputs x (B, T, C) at positions input_pos: (T,)
+        for every row, or (B, T), each row's own (continuous batching, models/engine.py).
 
         mask (B, 1, T, K) bool: True where a query may attend a key. K is T without a cache;
         with one, K is the cache length, or `kv_len` when given (attention then reads only the
@@ -311,7 +319,9 @@ class PrefixLM(nn.Module):
             x = x + caption.to(x.dtype)
         if self.grid is not None and grid is not None:
             x = x + self.grid_vector(grid[input_pos]).to(x.dtype)
-        cos, sin = self.rope[input_pos].to(x.dtype).unbind(1)  # (T, hs) each
+        cos, sin = self.rope[input_pos].to(x.dtype).unbind(-2)  # (T, hs) or (B, T, hs) each
+        if input_pos.dim() == 2:  # per row: broadcast over the heads, (B, 1, T, hs)
+            cos, sin = cos[:, None], sin[:, None]
         for block in self.layers:
             x = block(x, (cos, sin), mask, input_pos, kv_len)
         return self.norm(x)

@@ -473,6 +473,16 @@ class Pipeline:
                     progress(index, 1.0, "done")
         return results
 
+    def continuous(self, spec: TaskSpec, capacity: int):
+        """A running batch (models/engine.py `ContinuousBatch`) that requests like `spec` can
+        join and leave between decode steps; None when `spec` takes several sampling passes
+        (long video, continuation, soundtrack) and runs in a static batch."""
+        from models.engine import ContinuousBatch, streams
+
+        if not streams(spec, self.card):
+            return None
+        return ContinuousBatch(self, spec, capacity)
+
     def save(self, folder: str | Path) -> Path:
         """Write config.json and one .safetensors per component into `folder`."""
         from safetensors.torch import save_file
