@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # requests (the API queues one every few ms) makes one batch; a lone request waits this
     # long at most.
     batch_window_seconds: float = Field(default=0.05, ge=0.0)
+    # How a worker batches (docs/architecture.md "How a worker runs jobs"): "continuous" lets
+    # compatible queued jobs join the running batch between two decode steps and lets finished
+    # ones leave (up to batch_size rows); "static" gathers a batch within the window and runs
+    # it to its end. Jobs that take several sampling passes (long video, continuation,
+    # soundtrack) run in static batches either way.
+    scheduler: Literal["continuous", "static"] = "continuous"
     # "module:function" returning a pipeline (tests, custom stacks); unset: models.load_pipeline.
     pipeline_factory: str | None = None
     # `openai-poll-after-ms` header on retrieve: how long clients should wait between polls.

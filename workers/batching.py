@@ -154,6 +154,42 @@ class Batcher:
                 return taken
             time.sleep(min(SCAN_INTERVAL_SECONDS, max(0.0, deadline - time.time())))
 
+    def joiners(self, key: Hashable, queue: Queue, limit: int) -> tuple[list[Job], bool]:
+        """Queued jobs that can join a running batch of `key` (the continuous scheduler) that
+        `queue`'s job opened, moved to the intermediate list: those at the head of its level
+        and the levels above (as for `companions`), higher levels first, up to `limit`, without
+        waiting. Also whether a job that does not fit waits at the head of one of these levels
+        (the batch should then take no more, so that job runs next).
+        """
+        from workers.continuous import continuous_key
+
+        queues = self.scanned(queue)
+        with self.connection.pipeline() as pipe:
+            for level in queues:
+                pipe.lrange(level.key, 0, max(0, limit - 1))
+            heads = cast("list[list[bytes]]", pipe.execute())
+        taken: list[Job] = []
+        for level, ids in zip(queues, heads):
+            wanted = [i.decode() for i in ids]
+            if not wanted:
+                continue
+            fits: list[str] = []
+            found: dict[str, Job] = {}
+            for job_id, job in zip(
+                wanted, Job.fetch_many(wanted, self.connection, serializer=self.serializer)
+            ):
+                if job is None or continuous_key(self, job) != key:
+                    break
+                fits.append(job_id)
+                found[job_id] = job
+            if fits:
+                moved = self._claim(keys=[level.key, level.intermediate_queue_key], args=fits)
+                taken += [found[m.decode() if isinstance(m, bytes) else m] for m in moved]
+            if len(fits) < len(wanted) or len(taken) >= limit:
+                # a job of another shape is next in this level (or the batch is full)
+                return taken, len(fits) < len(wanted)
+        return taken, False
+
     def _window_end(self, job: Job) -> float:
         """When the window that `job`'s arrival opened closes (unix time): one window after it
         was queued, so at most one window from now."""

@@ -304,6 +304,7 @@ class VideoJob:
             tokens=dict(result.tokens),
             timings={k: round(float(v), 4) for k, v in timings.items()},
             has_audio=result.audio is not None,
+            batch_size=self.batch_size,  # a running batch's peak (workers/continuous.py)
         )
         if done == -1:
             # Deleted while it ran: the files written since must go too.

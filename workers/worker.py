@@ -44,6 +44,7 @@ from core.store import Store, VideoError, VideoStatus
 from core.webhooks import WebhookQueue
 from workers import jobs, metrics, runtime
 from workers.batching import Batcher
+from workers.continuous import ContinuousRun, continuous_key
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +86,18 @@ class VideoWorker(SimpleWorker):
     every job while they run."""
 
     def __init__(
-        self, *args: Any, worker_lost_seconds: int, batcher: Batcher | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        worker_lost_seconds: int,
+        batcher: Batcher | None = None,
+        continuous: bool = False,
+        **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.worker_lost_seconds = worker_lost_seconds
         self.batcher = batcher
+        # VIDEOPOET_SCHEDULER=continuous with a pipeline that has running batches
+        self.continuous = continuous and batcher is not None
         self.stopping = False  # set by request_stop
         for queue in self.queues:
             if isinstance(queue, VideoQueue):
@@ -109,6 +117,12 @@ class VideoWorker(SimpleWorker):
             return
         # Busy from here: a SIGTERM now lets this batch finish (and take no more jobs).
         self.set_state(WorkerStatus.BUSY)
+        if self.continuous and self.batcher is not None:
+            key = continuous_key(self.batcher, job)
+            if key is not None:
+                ContinuousRun(self, self.batcher, queue, key).perform(job)
+                self.set_state(WorkerStatus.IDLE)
+                return
         running: list[tuple[Job, Execution]] = []
         with JobHeartbeat(self, running):
             running.append((job, self.start_execution(job)))
@@ -148,18 +162,23 @@ class VideoWorker(SimpleWorker):
         except Exception as exc:  # run_videos ends its records itself; this is what is left
             logger.exception("batch of %d failed outside its jobs", len(running))
             outcomes = [exc] * len(running)
-        for (job, execution), video_id, outcome in zip(list(running), video_ids, outcomes):
+        for (job, execution), outcome in zip(list(running), outcomes):
             running.remove((job, execution))
-            try:
-                origin = self.origin_queue(job, queue)
-                if not self.still_runs(job, execution, origin, outcome):
-                    continue
-                with jobs.handed_over(video_id, outcome):
-                    # its own queue (a companion may come from a higher level): rq finishes it
-                    # in that queue's registries
-                    self.perform_job(job, origin, execution)
-            except Exception:  # one job's bookkeeping must not cost the others theirs
-                logger.exception("could not finish job %s in RQ", job.id)
+            self.finish_in_rq(job, execution, queue, outcome)
+
+    def finish_in_rq(self, job: Job, execution: Execution, queue: Queue, outcome: Any) -> None:
+        """Let rq finish the job's execution with the outcome its batch left for it: rq's
+        `perform_job` runs the job function, which hands the outcome back."""
+        try:
+            origin = self.origin_queue(job, queue)
+            if not self.still_runs(job, execution, origin, outcome):
+                return
+            with jobs.handed_over(str(job.args[0]), outcome):
+                # its own queue (a companion may come from a higher level): rq finishes it
+                # in that queue's registries
+                self.perform_job(job, origin, execution)
+        except Exception:  # one job's bookkeeping must not cost the others theirs
+            logger.exception("could not finish job %s in RQ", job.id)
 
     def still_runs(self, job: Job, execution: Execution, queue: Queue, outcome: Any) -> bool:
         """Whether this execution of `job` is still the job's, to be finished in RQ.
@@ -390,6 +409,7 @@ def run_worker(
         queue_class=VideoQueue,
         worker_lost_seconds=settings.worker_lost_seconds,
         batcher=batcher if settings.batch_size > 1 else None,
+        continuous=settings.scheduler == "continuous" and hasattr(pipeline, "continuous"),
         job_monitoring_interval=settings.heartbeat_seconds,
         maintenance_interval=settings.maintenance_interval_seconds,
         # Idle workers block on the queue for worker_ttl - 15 s: keep that at one
@@ -399,10 +419,11 @@ def run_worker(
     )
     beacon.start()
     logger.info(
-        "worker %s serving %s on queues %s (batches of up to %d)",
+        "worker %s serving %s on queues %s (%s batches of up to %d)",
         name,
         card.name,
         ", ".join(levels),
+        "continuous" if worker.continuous else "static",
         settings.batch_size,
     )
     try:

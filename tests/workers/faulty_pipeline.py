@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,64 @@ class FaultyPipeline:
             for i, result in zip(keep, done):
                 results[i] = _spoil(specs[i], result)
         return results
+
+    def continuous(self, spec: Any, capacity: int) -> FaultyContinuous | None:
+        """The real running batch (VIDEOPOET_SCHEDULER=continuous), with the same markers."""
+        batch = self.pipeline.continuous(spec, capacity)
+        return None if batch is None else FaultyContinuous(batch)
+
+
+class FaultyContinuous:
+    """models.engine.ContinuousBatch, except on marker prompts (as FaultyPipeline):
+    "[raise]" fails at admission (that row alone), "[hang]"/"[hang-once]" hang in the next
+    step (as a stuck device would), "[slow]" rows slow every step, "[bad-output]" rows finish
+    with frames no encoder takes."""
+
+    def __init__(self, batch: Any):
+        self.batch = batch
+        self.task = batch.task
+        self.prompts: dict[Any, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    @property
+    def free_rows(self) -> int:
+        return int(self.batch.free_rows)
+
+    def progress(self, key: Any) -> float:
+        return float(self.batch.progress(key))
+
+    def admit(self, key: Any, spec: Any, inputs: Any, preview: bool = False) -> None:
+        if (spec.prompt or "").startswith("[raise]"):
+            raise RuntimeError(RAISE_MESSAGE)
+        self.batch.admit(key, spec, inputs, preview=preview)
+        self.prompts[key] = spec.prompt or ""
+
+    def step(self) -> list[Any]:
+        _hang_on_markers([SimpleNamespace(prompt=p) for p in self.prompts.values()])
+        live = [k for k, p in self.prompts.items() if p.startswith("[slow]")]
+        if live:
+            time.sleep(SLOW_STEP_SECONDS)
+        events = self.batch.step()
+        for key, index in events:
+            if index is None and not self.prompts[key].startswith("[bad-output]"):
+                self.prompts.pop(key, None)
+        return events
+
+    def drop(self, key: Any) -> None:
+        self.prompts.pop(key, None)
+        self.batch.drop(key)
+
+    def preview(self, key: Any, index: int) -> Any:
+        return self.batch.preview(key, index)
+
+    def finish_many(self, keys: list[Any]) -> dict[Any, Any]:
+        results = self.batch.finish_many(keys)
+        for key in keys:
+            if self.prompts.pop(key, "").startswith("[bad-output]"):
+                results[key] = _spoil(SimpleNamespace(prompt="[bad-output]"), results[key])
+        return dict(results)
 
 
 def _slowed(check: Callable[[], Any]) -> Callable[[], Any]:
