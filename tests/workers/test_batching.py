@@ -59,6 +59,25 @@ def _one_worker(service: Service) -> str:
     return first
 
 
+@pytest.fixture(params=["continuous", "static"])
+def scheduler(request: pytest.FixtureRequest, service: Service) -> Iterator[str]:
+    """Each batching test runs on a worker of each scheduler (VIDEOPOET_SCHEDULER): the
+    session's default worker is continuous; a static one replaces it for the test."""
+    pool = service.workers
+    if request.param == "continuous":
+        yield request.param
+        return
+    for name in pool.alive():
+        pool.procs[name].send_signal(signal.SIGTERM)
+        pool.procs[name].wait(timeout=60)
+    name = pool.start(VIDEOPOET_SCHEDULER="static")
+    pool.wait_ready(name)
+    yield request.param
+    for name in pool.alive():  # the next tests get the default worker back
+        pool.procs[name].send_signal(signal.SIGTERM)
+        pool.procs[name].wait(timeout=60)
+
+
 @contextmanager
 def _queued_together(service: Service) -> Iterator[None]:
     """Jobs created inside queue up behind a running job; leaving cancels that job, so the
@@ -74,7 +93,7 @@ def _image(service: Service, record: VideoRecord) -> np.ndarray:
     return media.decode_image(service.store.path(record.id, record.outputs["image"]))
 
 
-def test_a_batched_job_gives_what_it_gives_alone(service: Service) -> None:
+def test_a_batched_job_gives_what_it_gives_alone(service: Service, scheduler: str) -> None:
     requests = [
         {"prompt": "a red dot", "seed": 1},
         {"prompt": "a blue square", "seed": 2, "top_k": 5},
@@ -96,7 +115,31 @@ def test_a_batched_job_gives_what_it_gives_alone(service: Service) -> None:
         assert np.abs(image - expected.astype(np.int16)).max() <= 1
 
 
-def test_cancelling_one_job_of_a_batch_stops_only_that_job(service: Service) -> None:
+def test_a_job_that_joins_a_running_batch_gets_its_solo_tokens(service: Service) -> None:
+    """Continuous scheduler: a job created while another samples joins its running batch at
+    the next step (it does not wait for the batch to end) and gets what it gets alone."""
+    _one_worker(service)
+    fields = {"prompt": "a blue square", "seed": 7, "top_k": 9}
+    alone = service.wait_status(_create(service, **fields), DONE)  # type: ignore[arg-type]
+    assert alone.status is VideoStatus.completed and alone.batch_size == 1
+
+    running = _create(service, "[slow] already sampling", seed=3)
+    wait_for(lambda: _sampling(service, running), 60, "the first job to sample")
+    joiner = service.wait_status(_create(service, **fields), DONE)  # type: ignore[arg-type]
+    first = service.wait_status(running, DONE)
+    assert joiner.status is VideoStatus.completed and first.status is VideoStatus.completed
+    assert joiner.batch_size == 2 and joiner.worker == first.worker
+    # it ran beside the first job: started before that one completed (a static batch would
+    # have made it wait for the whole batch)
+    assert joiner.started_at is not None and first.completed_at is not None
+    assert joiner.started_at < first.completed_at
+    # the same tokens as alone: it decodes alone too (the rows finish at different steps)
+    np.testing.assert_array_equal(_image(service, joiner), _image(service, alone))
+
+
+def test_cancelling_one_job_of_a_batch_stops_only_that_job(
+    service: Service, scheduler: str
+) -> None:
     with _queued_together(service):
         ids = [_create(service, f"[slow] row {i}") for i in range(3)]
     wait_for(lambda: all(_sampling(service, v) for v in ids), 60, "the batch to sample")
@@ -114,7 +157,7 @@ def test_cancelling_one_job_of_a_batch_stops_only_that_job(service: Service) -> 
 
 
 def test_a_failing_row_fails_only_its_job(
-    service: Service, image_png: Path, redis_url: str
+    service: Service, scheduler: str, image_png: Path, redis_url: str
 ) -> None:
     with _queued_together(service):
         ok = _create_from_image(service, "it moves", image_png)
@@ -160,7 +203,7 @@ def test_a_failing_row_fails_only_its_job(
     assert not set(ids) & set(started.get_job_ids())
 
 
-def test_a_sigkilled_worker_s_whole_batch_runs_again(service: Service) -> None:
+def test_a_sigkilled_worker_s_whole_batch_runs_again(service: Service, scheduler: str) -> None:
     pool = service.workers
     with _queued_together(service):
         victim = pool.alive()[0]
