@@ -152,7 +152,49 @@ class FrameGroupNorm(nn.GroupNorm):
         return rearrange(x, "(b t) c h w -> b c t h w", b=b)
 
 
-class CausalConv3d(nn.Conv3d):
+def _onednn_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether this conv can run on oneDNN: a dense float32 CPU tensor, oneDNN built and enabled
+    (`torch.backends.mkldnn.flags(enabled=False)` turns it off)."""
+    return (
+        x.device.type == "cpu"
+        and x.layout == torch.strided
+        and x.dtype == weight.dtype == torch.float32
+        and torch.backends.mkldnn.enabled
+        and torch.backends.mkldnn.is_available()
+    )
+
+
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that runs on oneDNN on a CPU at every batch size.
+
+    ATen's heuristic (`ConvParams::use_mkldnn` in ATen/native/Convolution.cpp) sends a float32
+    3D conv to oneDNN only when the batch has 2 or more rows, N*C*T*H > 20480, or groups > 1,
+    and never a 1x1x1 conv on one thread below 16 rows: a small one-row conv falls to
+    `slow_conv3d`, ~3x slower here and rounding differently, so a row decoded alone differed
+    from the same row in a batch. This calls `torch.mkldnn_convolution`, the op ATen itself
+    calls once it picks oneDNN (same contiguous inputs, same arguments), for every CPU float32
+    input; memory format and `torch.backends.mkldnn.flags` cannot force that choice (the flag
+    can turn it off). A row's output then does not depend on its batch: measured (pixels and
+    tokens bit-identical alone and in batches of 2 to 8: the demo at 1 thread, tiny at 1 and
+    2 in the tests; 2 x86-64 cores, PyTorch 2.13 CPU), not promised by oneDNN. CUDA and other dtypes/devices take
+    nn.Conv3d's own path (cuDNN on CUDA).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or not _onednn_ok(x, self.weight):
+            return super().forward(x)
+        return torch.mkldnn_convolution(
+            x.contiguous(),
+            self.weight.contiguous(),
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+        )
+
+
+class CausalConv3d(Conv3d):
     """3D conv that sees only the current and earlier frames.
 
     Time is padded on the left with copies of the first frame (so frame 0 depends on
@@ -183,7 +225,7 @@ class ResBlock(nn.Module):
         self.conv1 = CausalConv3d(in_ch, out_ch)
         self.norm2 = FrameGroupNorm(out_ch)
         self.conv2 = CausalConv3d(out_ch, out_ch)
-        self.skip = nn.Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -239,7 +281,7 @@ class Encoder(nn.Module):
             blocks += [ResBlock(w[i] if j == 0 else w[i + 1], w[i + 1]) for j in range(n)]
         self.blocks = nn.Sequential(*blocks)
         self.norm_out = FrameGroupNorm(w[-1])
-        self.proj = nn.Conv3d(w[-1], config.codebook_bits, 1)  # features -> LFQ bits
+        self.proj = Conv3d(w[-1], config.codebook_bits, 1)  # features -> LFQ bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))  # (B, w[-1], t, h, w)
@@ -250,7 +292,7 @@ class Decoder(nn.Module):
     def __init__(self, config: VideoTokenizerConfig):
         super().__init__()
         w, n = _widths(config, decoder=True), config.num_res_blocks
-        self.proj = nn.Conv3d(config.codebook_bits, w[-1], 1)  # LFQ bits -> features
+        self.proj = Conv3d(config.codebook_bits, w[-1], 1)  # LFQ bits -> features
         blocks: list[nn.Module] = [ResBlock(w[-1], w[-1]) for _ in range(n)]
         for i in reversed(range(len(config.channel_mult))):
             blocks.append(Upsample(w[i + 1], config.temporal_downsample[i]))

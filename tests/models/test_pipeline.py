@@ -79,11 +79,10 @@ def test_unset_seed_is_drawn_and_reported_so_the_output_can_be_replayed(tiny):
     np.testing.assert_array_equal(first.frames, again.frames)
 
 
-def assert_within_one_level(batched: np.ndarray, alone: np.ndarray) -> None:
-    """A batched row's pixels: its solo pixels, each channel within one level (the tokens are
-    the same; a batched decode may round a value the other way)."""
-    assert batched.shape == alone.shape
-    assert np.abs(batched.astype(np.int16) - alone.astype(np.int16)).max() <= 1
+def assert_same_pixels(batched: np.ndarray, alone: np.ndarray) -> None:
+    """A batched row's pixels are exactly its solo pixels (the same tokens; the video tokenizer's
+    convolutions compute each row on its own at every batch size)."""
+    np.testing.assert_array_equal(batched, alone)
 
 
 def test_batch_gives_each_row_what_it_gives_alone(tiny):
@@ -94,7 +93,7 @@ def test_batch_gives_each_row_what_it_gives_alone(tiny):
     ]
     batched = tiny.generate(specs)
     for spec, result in zip(specs, batched):
-        assert_within_one_level(result.frames, tiny.generate(spec).frames)
+        assert_same_pixels(result.frames, tiny.generate(spec).frames)
 
 
 def test_guidance_changes_the_output_and_scale_one_is_plain_sampling(tiny):
@@ -104,8 +103,8 @@ def test_guidance_changes_the_output_and_scale_one_is_plain_sampling(tiny):
     assert not np.array_equal(plain, guided)
     # in one batch with a guided row (which doubles the batch), the scale-1 row is unchanged
     rows = tiny.generate([TaskSpec(**spec), TaskSpec(guidance_scale=4.0, **spec)])
-    assert_within_one_level(rows[0].frames, plain)
-    assert_within_one_level(rows[1].frames, guided)
+    assert_same_pixels(rows[0].frames, plain)
+    assert_same_pixels(rows[1].frames, guided)
 
 
 def test_cancel_check_stops_sampling_between_steps(tiny):
@@ -274,7 +273,7 @@ def test_generate_batch_keeps_each_row_on_its_own(tiny):
     assert isinstance(results[3], TaskSpecError)  # fails alone, before sampling
     assert isinstance(results[1], GenerationCancelled)
     for spec, result in ((specs[0], results[0]), (specs[2], results[2])):
-        assert_within_one_level(result.frames, tiny.generate(spec).frames)
+        assert_same_pixels(result.frames, tiny.generate(spec).frames)
     for row in (0, 2):
         assert seen[row] == sorted(seen[row]) and seen[row][-1] == 1.0
 

@@ -209,3 +209,54 @@ def test_a_wider_decoder_reads_the_same_tokens():
         VideoTokenizerConfig(**base, decoder_channel_mult=[2, 2])
     with pytest.raises(ValueError, match="decoder_channels must be >= 1"):
         VideoTokenizerConfig(**base, decoder_channels=0)
+
+
+def _conv_kernels(fn) -> dict[str, int]:
+    """How many times each CPU convolution kernel ran inside `fn()`."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    names = ("aten::mkldnn_convolution", "aten::slow_conv3d_forward")
+    return {n: sum(e.name == n for e in prof.events()) for n in names}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this build")
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_every_conv_runs_on_onednn_at_batch_one_and_can_be_turned_off(model):
+    tokens = model.encode(clip(5))
+    convs = sum(isinstance(m, torch.nn.Conv3d) for m in model.decoder.modules())
+    kernels = _conv_kernels(lambda: model.decode(tokens))
+    assert kernels == {"aten::mkldnn_convolution": convs, "aten::slow_conv3d_forward": 0}
+    with torch.backends.mkldnn.flags(enabled=False):
+        off = _conv_kernels(lambda: model.decode(tokens))
+    assert off["aten::mkldnn_convolution"] == 0 and off["aten::slow_conv3d_forward"] == convs
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_row_encodes_and_decodes_alone_exactly_as_in_a_batch(model, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        video = torch.cat([clip(9, seed=s) for s in range(4)])
+        z_batch = model.encoder(video)
+        tokens = model.encode(video)
+        frames = model.decode(tokens)
+        for k in range(4):
+            assert torch.equal(model.encoder(video[k : k + 1])[0], z_batch[k])
+            assert torch.equal(model.encode(video[k : k + 1])[0], tokens[k])
+            assert torch.equal(model.decode(tokens[k : k + 1])[0], frames[k])
+        assert torch.equal(model.decode(tokens[1:3]), frames[1:3])
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_onednn_convs_match_pytorchs_own_path_and_train(model):
+    conv = model.decoder.conv_out
+    x = torch.randn(1, conv.in_channels, 3, 8, 8, requires_grad=True)
+    out = conv(x)
+    with torch.backends.mkldnn.flags(enabled=False):
+        reference = conv(x)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    assert x.grad is not None and conv.weight.grad is not None
+    conv.weight.grad = conv.bias.grad = None
