@@ -33,11 +33,13 @@ def decoder_batches(tiny):
     hook.remove()
 
 
-def test_a_batch_decodes_in_one_call_to_each_row_alone(tiny, decoder_batches):
+def test_a_batch_decodes_to_each_row_alone(tiny, decoder_batches):
     t = tiny.shapes.t_clip
     codes = _codes(tiny, 4, t)
     batched = tiny.decode_video_tokens(codes, t)
-    assert decoder_batches == [4]
+    # on a CPU row by row (faster there with oneDNN at batch 1); the tokenizer's own tests
+    # check that a batch of rows decodes exactly as each row alone, for accelerators
+    assert decoder_batches == [1, 1, 1, 1]
     h, w = tiny.shapes.latent_hw
     assert batched.shape == (4, 4 * (t - 1) + 1, 8 * h, 8 * w, 3)
     for k in range(4):
@@ -55,7 +57,7 @@ def test_a_dropped_row_is_not_decoded_and_stays_black(tiny, decoder_batches):
     codes = _codes(tiny, 3, t, seed=2)
     clock = _Clock({})
     frames = tiny._decode_video(codes, t, clock, dropped=lambda: {1})
-    assert decoder_batches == [2]  # rows 0 and 2, in one call
+    assert decoder_batches == [1, 1]  # rows 0 and 2 only
     assert not frames[1].any()
     live = tiny.decode_video_tokens(codes[[0, 2]], t)
     np.testing.assert_array_equal(frames[[0, 2]], live)
