@@ -414,6 +414,8 @@ class ContinuousBatch:
         with self._lock:
             stream = self.streams[key]
             tokens = stream.snapshots.pop(index)
+            for older in [i for i in stream.snapshots if i < index]:  # skipped: never shown
+                del stream.snapshots[older]
         codes = self._visual(stream, tokens[None])
         n = self._input_frames_tokens(stream) // self.frame_tokens + index + 1
         return self.pipeline.decode_video_prefix(codes[0], n)

@@ -63,6 +63,7 @@ class _Member:
     sampling: bool = False  # in the sampler's rows
     started: float = field(default_factory=time.monotonic)
     first_preview: bool = True
+    preview_wanted: int | None = None  # the latest complete latent frame not yet published
     peak: int = 1  # most jobs in the batch while it was (its record's batch_size)
 
 
@@ -146,7 +147,14 @@ class ContinuousRun:
                         self.reporter.set(video_id, jobs.PROGRESS_SAMPLING_DONE, "mux")
                         complete.append(video_id)
                     else:
-                        finisher.submit(self.publish_preview, video_id, index)
+                        # the latest wins: a preview still waiting for the finishing thread
+                        # is replaced, not queued behind (under load previews are skipped,
+                        # not late)
+                        with self._lock:
+                            queued = member.preview_wanted is not None
+                            member.preview_wanted = index
+                        if not queued:
+                            finisher.submit(self.publish_preview, video_id)
                 if complete:
                     with self._lock:
                         self.to_finish += complete
@@ -290,11 +298,19 @@ class ContinuousRun:
         self.reporter.end(video_id)
         return video.handle_success(record, result, outputs)
 
-    def publish_preview(self, video_id: str, index: int) -> None:
+    def publish_preview(self, video_id: str) -> None:
+        """Decode and publish the latest preview of a video still sampling (one whose tokens
+        are complete is about to be finished: its previews are skipped)."""
         from workers.previews import publish_preview
 
         member = self.members.get(video_id)
-        if member is None or member.record is None or self.reporter.cancelled(video_id):
+        if member is None:
+            return
+        with self._lock:
+            index, member.preview_wanted = member.preview_wanted, None
+        if index is None:
+            return
+        if member.record is None or not member.sampling or self.reporter.cancelled(video_id):
             return
         try:
             frames = self.batch.preview(video_id, index)
