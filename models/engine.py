@@ -402,6 +402,22 @@ class ContinuousBatch:
                 events.append((key, None))
         return events
 
+    def restart(self) -> list[Hashable]:
+        """After a failed step (the device out of memory, say): every row still sampling
+        leaves, with the whole cache (a fresh, empty sampler takes its place); requests whose
+        tokens are complete stay to be finished. Returns the keys that left; they may be
+        admitted again, each getting its solo tokens."""
+        s = self.sampler
+        self.sampler = RowSampler(
+            s.model, s.vocab, self.layout, guided=s.guided, capacity=s.capacity
+        )
+        del s
+        with self._lock:
+            left = [key for key, stream in self.streams.items() if stream.tokens is None]
+            for key in left:
+                del self.streams[key]
+        return left
+
     def drop(self, key: Hashable) -> None:
         self.sampler.drop({key})
         with self._lock:

@@ -31,6 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = "tiny"
 # Uploads above this are refused in the tests (413), so the test files stay small.
 MAX_UPLOAD_BYTES = 1_000_000
+# The stage of a video being sampled: "sampling" (the static scheduler, before its first
+# step) or the task it samples (what both schedulers report while they sample).
+SAMPLING_STAGES = ("sampling", "text_to_video")
 STARTUP_SECONDS = 90.0
 
 

@@ -7,7 +7,9 @@ own into a free row and lets it join: the others wait one prefill. A row whose t
 complete leaves at once; its detokenizing, muxing and storing run on a finishing thread
 beside the sampling, and the job is finished in RQ from the loop. Each job keeps its own
 record, progress, cancel (it leaves at the next step), timeout (counted from its own start)
-and failure (inputs, decoding or storing: that job alone). A job with live previews gets
+and failure (inputs, decoding or storing: that job alone; a step that fails for the whole
+batch, the device out of memory, runs its rows again one at a time, so only a row that fails
+by itself fails, as the static scheduler does). A job with live previews gets
 the frames of each latent frame published as soon as its tokens are complete (on the same
 thread, so they come in order and before the job's end).
 
@@ -100,6 +102,8 @@ class ContinuousRun:
         self.outcomes: OutcomeQueue[tuple[str, jobs.Outcome]] = OutcomeQueue()
         self._lock = threading.Lock()
         self.closed = False  # takes no more jobs
+        # after a failed shared step: the rows run again one at a time (see `recover`)
+        self.alone = False
         self._last_scan = 0.0
 
     def perform(self, first: Job) -> None:
@@ -131,7 +135,7 @@ class ContinuousRun:
     def loop(self, finisher: ThreadPoolExecutor) -> None:
         batch = self.batch
         while self.members:
-            if not self.worker.stopping and not self.closed and batch.free_rows > 0:
+            if not self.worker.stopping and not self.closed and self.free_rows() > 0:
                 now = time.monotonic()
                 if now - self._last_scan >= ADMIT_INTERVAL_SECONDS:
                     self._last_scan = now
@@ -139,8 +143,15 @@ class ContinuousRun:
             self.admit_claimed()
             self.stop_leavers()
             if len(batch):
+                try:
+                    events = self.step()
+                except JobTimeoutException:
+                    raise
+                except Exception as exc:
+                    self.recover(exc)
+                    continue
                 complete = []
-                for video_id, index in self.step():
+                for video_id, index in events:
                     member = self.members[video_id]
                     if index is None:
                         member.sampling = False
@@ -179,10 +190,45 @@ class ContinuousRun:
         with self.worker.death_penalty_class(seconds, JobTimeoutException):
             return self.batch.step()
 
+    def recover(self, exc: Exception) -> None:
+        """A step failed: the shared sampling broke (typically the device ran out of memory
+        for the whole batch). Its rows leave with the cache; alone, the row fails with the
+        error; with others, every row runs again one at a time (each gets its solo tokens),
+        so only a row that fails by itself fails. The batch takes no one else."""
+        from workers.jobs import _release_accelerator_memory
+
+        rows = [video_id for video_id, member in self.members.items() if member.sampling]
+        self.batch.restart()
+        _release_accelerator_memory()
+        for video_id in rows:
+            self.members[video_id].sampling = False
+        if len(rows) == 1 or self.alone:
+            for video_id in rows:
+                self.end(video_id, exc)
+            return
+        logger.warning(
+            "a running batch of %d failed while sampling (%s: %s); running its rows one by one",
+            len(rows),
+            type(exc).__name__,
+            exc,
+        )
+        self.alone = self.closed = True
+        for video_id in rows:
+            self.members[video_id].admitted = False
+
     # --- joining -----------------------------------------------------------------------
+    def free_rows(self) -> int:
+        """Rows free for jobs not claimed yet: the sampler's, less those of claimed jobs that
+        wait for their prefill."""
+        waiting = sum(1 for member in self.members.values() if not member.admitted)
+        return self.batch.free_rows - waiting
+
     def admit_queued(self) -> None:
         """Claim the jobs at the head of the queues that fit this batch."""
-        taken, blocked = self.batcher.joiners(self.key, self.queue, self.batch.free_rows)
+        free = self.free_rows()
+        if free <= 0:
+            return
+        taken, blocked = self.batcher.joiners(self.key, self.queue, free)
         if blocked:
             self.closed = True  # a job of another shape waits: let it run next
         joined = [self.enlist(job, self.worker.origin_queue(job, self.queue)) for job in taken]
@@ -222,6 +268,8 @@ class ContinuousRun:
         for video_id, member in list(self.members.items()):
             if member.record is None or member.sampling or member.admitted:
                 continue
+            if self.alone and len(self.batch):
+                return  # one at a time
             member.admitted = True
             video, record = member.video, member.record
             try:

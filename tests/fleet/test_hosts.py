@@ -19,9 +19,10 @@ from rq.serializers import JSONSerializer
 
 from core.queue import WORKERS_KEY, queue_name
 from core.store import Store, VideoRecord, VideoStatus
-from tests.conftest import MODEL, wait_for
+from tests.conftest import MODEL, SAMPLING_STAGES, wait_for
 from tests.fleet.conftest import PREFIX, Hosts
 from tests.s3server import BUCKET
+
 
 JOBS = 6
 SDK = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
@@ -110,7 +111,7 @@ def test_a_worker_host_cut_off_mid_job_loses_nothing_and_repeats_nothing(hosts: 
             ]
             for name in (a, b)
         }
-        sampling_a = [r.id for r in records if r.id in on[a] and r.stage == "sampling"]
+        sampling_a = [r.id for r in records if r.id in on[a] and r.stage in SAMPLING_STAGES]
         return sampling_a if sampling_a and on[b] else []
 
     wait_for(both_sampling, 60, "both workers to run jobs, worker-a sampling", interval=0.1)

@@ -19,7 +19,7 @@ from rq.serializers import JSONSerializer
 import time
 
 from core.store import Store, VideoStatus
-from tests.conftest import Service, wait_for
+from tests.conftest import SAMPLING_STAGES, Service, wait_for
 from core.store import VideoRecord, new_video_id
 from models.spec import Task, TaskSpec
 
@@ -79,14 +79,14 @@ def test_a_worker_back_after_its_job_ran_again_elsewhere_repeats_nothing(
 
         def sampling() -> str | None:
             record = service.record(video)
-            return record.worker if record.stage == "sampling" else None
+            return record.worker if record.stage in SAMPLING_STAGES else None
 
         stale = wait_for(sampling, 60, "sampling to start")
         pool.procs[stale].send_signal(signal.SIGSTOP)  # cut off: no heartbeat, no progress
 
         def rerun() -> bool:
             record = service.record(video)
-            return record.attempts == 2 and record.stage == "sampling"
+            return record.attempts == 2 and record.stage in SAMPLING_STAGES
 
         wait_for(rerun, 60, "the job to run again on the other worker", interval=0.1)
         pool.procs[stale].send_signal(signal.SIGCONT)  # back, while the new run samples

@@ -100,6 +100,53 @@ class LedgerPipeline:
                 record("sampled", spec.prompt or "-")
         return results
 
+    def continuous(self, spec: Any, capacity: int) -> Any:
+        batch = self.pipeline.continuous(spec, capacity)
+        return None if batch is None else LedgerContinuous(batch)
+
+
+class LedgerContinuous:
+    """A running batch (VIDEOPOET_SCHEDULER=continuous) that logs each row admitted and each
+    row whose tokens are complete; a step raises the out-of-memory error once an "[oom]" row
+    is a quarter of the way through."""
+
+    def __init__(self, batch: Any):
+        self.batch = batch
+        self.prompts: dict[Any, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.batch, name)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def admit(self, key: Any, spec: Any, *args: Any, **kwargs: Any) -> None:
+        record("started", spec.prompt or "-")
+        self.batch.admit(key, spec, *args, **kwargs)
+        self.prompts[key] = spec.prompt or "-"
+
+    def step(self) -> list[Any]:
+        for key, prompt in self.prompts.items():
+            if prompt.startswith(OOM_MARKER) and self.batch.progress(key) >= OOM_AT_FRACTION:
+                import torch
+
+                raise torch.cuda.OutOfMemoryError(OOM_MESSAGE)
+        events = self.batch.step()
+        for key, index in events:
+            if index is None:
+                record("sampled", self.prompts.pop(key, "-"))
+        return list(events)
+
+    def drop(self, key: Any) -> None:
+        self.prompts.pop(key, None)
+        self.batch.drop(key)
+
+    def restart(self) -> list[Any]:
+        left = self.batch.restart()
+        for key in left:
+            self.prompts.pop(key, None)
+        return list(left)
+
 
 def _oom_midway(specs: list[Any], progress: Any, fraction_of: Any) -> Any:
     """The progress callback, raising an out-of-memory error partway when a row asks for it."""

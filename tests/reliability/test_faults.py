@@ -45,10 +45,8 @@ def test_sigkilled_workers_lose_no_video_and_complete_each_once(stack: Stack) ->
         stack.create(prompt=f"[slow] job {i}", task="text_to_image", seed=i) for i in range(JOBS)
     ]
     hit: list[str] = []  # videos being sampled by a worker when it was killed
-    for kill in range(KILLS):
-        # Kill the original workers back to back; the third kill waits for a replacement to
-        # get to work, so the killed workers' videos must survive more than one death.
-        target = names[kill % 2] if kill < 2 else names[-2]
+    for kill in range(KILLS - 1):  # the original workers, back to back
+        target = names[kill]
         running = wait_for(
             lambda target=target: _running_on(stack, ids, target),
             120,
@@ -58,6 +56,21 @@ def test_sigkilled_workers_lose_no_video_and_complete_each_once(stack: Stack) ->
         stack.kill_worker(target)
         hit += running  # type: ignore[arg-type]
         names.append(stack.start_worker(**WORKER_SETTINGS))
+
+    # The last kill hits whichever replacement samples a video run again (found lost after a
+    # kill): the killed workers' videos must survive more than one death.
+    def rerun_running() -> tuple[str, list[str]] | None:
+        records = stack.records(ids)
+        for name in names[KILLS - 1 :]:
+            running = _running_on(stack, ids, name)
+            if any(records[i].attempts >= 2 for i in running):
+                return name, running
+        return None
+
+    target, running = wait_for(rerun_running, 120, "a re-run to be sampling", interval=0.05)  # type: ignore[misc]
+    stack.kill_worker(target)
+    hit += running
+    names.append(stack.start_worker(**WORKER_SETTINGS))
 
     records = stack.wait_all(ids, {VideoStatus.completed, VideoStatus.failed}, timeout=240)
     not_done = {

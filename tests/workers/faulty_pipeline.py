@@ -144,6 +144,12 @@ class FaultyContinuous:
         self.prompts.pop(key, None)
         self.batch.drop(key)
 
+    def restart(self) -> list[Any]:
+        left = self.batch.restart()
+        for key in left:
+            self.prompts.pop(key, None)
+        return list(left)
+
     def preview(self, key: Any, index: int) -> Any:
         return self.batch.preview(key, index)
 
