@@ -15,7 +15,10 @@ thread, so they come in order and before the job's end).
 
 Order is kept: only jobs at the head of their queue join, higher levels first; when the
 head of a level holds a job of another shape (or one that takes several passes), the batch
-takes no one else, runs out, and the worker's loop takes that job next.
+takes no one else, runs out, and the worker's loop takes that job next. So too when Redis
+cannot be reached: the batch takes no one else and its rows finish; what cannot be written
+is handed to RQ's bookkeeping, which waits for Redis and drops a job run again elsewhere
+meanwhile (workers/worker.py `still_runs`).
 """
 
 from __future__ import annotations
@@ -228,7 +231,12 @@ class ContinuousRun:
         free = self.free_rows()
         if free <= 0:
             return
-        taken, blocked = self.batcher.joiners(self.key, self.queue, free)
+        try:
+            taken, blocked = self.batcher.joiners(self.key, self.queue, free)
+        except Exception:  # Redis away: the batch runs out with the rows it has
+            logger.warning("could not look for jobs to join a running batch", exc_info=True)
+            self.closed = True
+            return
         if blocked:
             self.closed = True  # a job of another shape waits: let it run next
         joined = [self.enlist(job, self.worker.origin_queue(job, self.queue)) for job in taken]
@@ -256,7 +264,12 @@ class ContinuousRun:
     def claim(self, video_id: str) -> None:
         """Claim the job's record (queued -> in_progress); it waits to be prefilled."""
         member = self.members[video_id]
-        record = member.video.prepare()
+        try:
+            record = member.video.prepare()
+        except Exception as exc:  # Redis away: RQ gets the error once it is back
+            logger.warning("could not claim video %s", video_id, exc_info=True)
+            self.done(video_id, exc)
+            return
         if record is None:
             self.done(video_id, {"status": "skipped"})
             return
@@ -310,7 +323,11 @@ class ContinuousRun:
         if member.record is None:
             self.done(video_id, exc if exc is not None else {"status": "skipped"})
             return
-        outcome = jobs.VideoBatch.end(member.video, member.record, exc, self.reporter, stage)
+        try:
+            outcome = jobs.VideoBatch.end(member.video, member.record, exc, self.reporter, stage)
+        except Exception as error:  # its record cannot be written (Redis away)
+            logger.warning("could not record the end of video %s", video_id, exc_info=True)
+            outcome = error
         self.done(video_id, outcome)
 
     # --- finishing (on the finishing thread) --------------------------------------------
@@ -327,7 +344,12 @@ class ContinuousRun:
         except Exception as exc:
             results = dict.fromkeys(ready, exc)
         for video_id in ready:
-            self.outcomes.put((video_id, self.store_result(video_id, results[video_id])))
+            try:
+                outcome = self.store_result(video_id, results[video_id])
+            except Exception as exc:  # its record cannot be written (Redis away)
+                logger.warning("could not record video %s", video_id, exc_info=True)
+                outcome = exc
+            self.outcomes.put((video_id, outcome))
 
     def store_result(self, video_id: str, result: GenerationResult | Exception) -> jobs.Outcome:
         """Encode and store one complete video; its outcome."""
@@ -348,7 +370,14 @@ class ContinuousRun:
 
     def publish_preview(self, video_id: str) -> None:
         """Decode and publish the latest preview of a video still sampling (one whose tokens
-        are complete is about to be finished: its previews are skipped)."""
+        are complete is about to be finished: its previews are skipped). A preview must never
+        cost the video: a failure is a warning."""
+        try:
+            self._publish_preview(video_id)
+        except Exception:
+            logger.warning("preview of %s failed", video_id, exc_info=True)
+
+    def _publish_preview(self, video_id: str) -> None:
         from workers.previews import publish_preview
 
         member = self.members.get(video_id)
@@ -360,11 +389,7 @@ class ContinuousRun:
             return
         if member.record is None or not member.sampling or self.reporter.cancelled(video_id):
             return
-        try:
-            frames = self.batch.preview(video_id, index)
-        except Exception:  # a preview must never cost the video
-            logger.warning("preview %d of %s failed", index, video_id, exc_info=True)
-            return
+        frames = self.batch.preview(video_id, index)
         card = self.rt.pipeline.card
         claim = member.video.claim or {}
         published = publish_preview(
