@@ -27,7 +27,8 @@ its create returns; no polling): latency is create sent -> the `video` event wit
 status, time to first preview is create sent -> the first `preview` event. Creates ask for
 previews ("preview": true) unless --no-preview; a service that refuses the field (422) is
 asked again without it, and the preview figures are null. The API looks at a record every
-0.5 s for its event stream, so both figures carry up to that much of its granularity. Failed,
+0.1 s for each event stream, so both figures carry up to that much of its granularity (and
+each open stream costs the API that look). Failed,
 rejected and unfinished videos are counted and printed, never dropped silently.
 
 Prints, per scheduler, the solo latency, the saturation videos/min and, per load, latency
