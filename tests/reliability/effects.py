@@ -105,7 +105,7 @@ class LedgerPipeline:
         return None if batch is None else LedgerContinuous(batch)
 
 
-class LedgerContinuous:
+class LedgerContinuous(faulty_pipeline.PromptedRows):
     """A running batch (VIDEOPOET_SCHEDULER=continuous) that logs each row admitted and each
     row whose tokens are complete; a step raises the out-of-memory error once an "[oom]" row
     is a quarter of the way through."""
@@ -136,16 +136,6 @@ class LedgerContinuous:
             if index is None:
                 record("sampled", self.prompts.pop(key, "-"))
         return list(events)
-
-    def drop(self, key: Any) -> None:
-        self.prompts.pop(key, None)
-        self.batch.drop(key)
-
-    def restart(self) -> list[Any]:
-        left = self.batch.restart()
-        for key in left:
-            self.prompts.pop(key, None)
-        return list(left)
 
 
 def _oom_midway(specs: list[Any], progress: Any, fraction_of: Any) -> Any:

@@ -102,7 +102,24 @@ class FaultyPipeline:
         return None if batch is None else FaultyContinuous(batch)
 
 
-class FaultyContinuous:
+class PromptedRows:
+    """A wrapper of a running batch that remembers each row's prompt until the row leaves."""
+
+    batch: Any
+    prompts: dict[Any, str]
+
+    def drop(self, key: Any) -> None:
+        self.prompts.pop(key, None)
+        self.batch.drop(key)
+
+    def restart(self) -> list[Any]:
+        left = self.batch.restart()
+        for key in left:
+            self.prompts.pop(key, None)
+        return list(left)
+
+
+class FaultyContinuous(PromptedRows):
     """models.engine.ContinuousBatch, except on marker prompts (as FaultyPipeline):
     "[raise]" fails at admission (that row alone), "[hang]"/"[hang-once]" hang in the next
     step (as a stuck device would), "[slow]" rows slow every step, "[bad-output]" rows finish
@@ -139,16 +156,6 @@ class FaultyContinuous:
             if index is None and not self.prompts[key].startswith("[bad-output]"):
                 self.prompts.pop(key, None)
         return events
-
-    def drop(self, key: Any) -> None:
-        self.prompts.pop(key, None)
-        self.batch.drop(key)
-
-    def restart(self) -> list[Any]:
-        left = self.batch.restart()
-        for key in left:
-            self.prompts.pop(key, None)
-        return list(left)
 
     def preview(self, key: Any, index: int) -> Any:
         return self.batch.preview(key, index)
