@@ -10,7 +10,8 @@ Sections, in order (a section that the budget cannot fit is recorded as skipped)
    out-of-memory fallback (a real OOM), a training step of each stage under autocast;
    pass/fail per test.
 2. decoding: videopoet-1b (random weights, bfloat16) sampling a text_to_image request at batch
-   1, 8 and 32, eager and with the compiled decode step (VIDEOPOET_COMPILE=1): tokens/s and the
+   1, 8 and 32, eager and with the compiled decode step (VIDEOPOET_COMPILE=1), then compiled
+   with int8 weights (VIDEOPOET_QUANTIZE=int8) at batch 1 and 8: tokens/s and the
    fraction of the memory-bandwidth bound, i.e. the bytes a step must read (weights, the
    sampled rows of the output matrix, the KV cache) per second against the device's peak
    bandwidth (a table of known GPUs) and against a measured large copy.
@@ -175,16 +176,17 @@ def compiled_step(device: str):
 
 def decode_bytes_per_step(lm, vocab, layout, batch: int, kv_len: float) -> float:
     """Bytes one decode step must read: every weight matrix but the token embeddings (a gather),
-    only the sampled kind's rows of the output matrix, and the KV cache up to kv_len."""
+    only the sampled kind's rows of the output matrix (int8 ones with VIDEOPOET_QUANTIZE=int8),
+    and the KV cache up to kv_len."""
+    from models.quantize import weight_bytes
     from models.vocab import Kind
 
     cfg = lm.config
-    size = lm.output.weight.element_size()
-    weights = sum(p.numel() for p in lm.parameters()) * size
-    weights -= lm.tok_embeddings.weight.numel() * size
-    weights -= lm.output.weight.numel() * size
+    size = lm.tok_embeddings.weight.element_size()
+    head = weight_bytes(lm.output)
+    weights = weight_bytes(lm) - lm.tok_embeddings.weight.numel() * size - head
     lo, hi = vocab.code_range(Kind.visual)
-    weights += (hi - lo) * cfg.dim * size
+    weights += head * (hi - lo) / cfg.vocab_size
     kv = 2 * cfg.n_layers * batch * kv_len * cfg.dim * size
     return weights + kv
 
@@ -205,6 +207,7 @@ def time_generate(lm, vocab, tb, batch: int, step, device: str) -> float:
 def run_decoding(budget: Budget, device: str, smoke: bool, bandwidth: dict) -> dict:
     from models.lm import PrefixLM
     from models.pipeline import ModelConfig, TaskShapes
+    from models.quantize import quantize_lm
     from models.spec import Task
     from models.vocab import assemble
 
@@ -219,12 +222,23 @@ def run_decoding(budget: Budget, device: str, smoke: bool, bandwidth: dict) -> d
     layout = TaskShapes(config).layouts()[Task.text_to_image]
     steps = layout.length - layout.prefix_len
     rows = []
-    for compiled in (False, True):
+    # last, the int8 weight-only LM (VIDEOPOET_QUANTIZE=int8), compiled, as it is meant to run
+    runs = [(False, "none", (1, 8, 32)), (True, "none", (1, 8, 32)), (True, "int8", (1, 8))]
+    for compiled, quantize, batches in runs:
         step = compiled_step(device) if compiled else None
-        for batch in (1, 8, 32):
+        if quantize != "none":
+            quantize_lm(lm, quantize)
+        for batch in batches:
             # a compile (and CUDA graph capture) of the 1b step takes up to a minute per batch
             if budget.left() < (90 if compiled and not smoke else NEEDS["decoding"] / 2):
-                rows.append({"batch": batch, "compiled": compiled, "status": "skipped: budget"})
+                rows.append(
+                    {
+                        "batch": batch,
+                        "compiled": compiled,
+                        "quantize": quantize,
+                        "status": "skipped: budget",
+                    }
+                )
                 continue
             text = torch.randn(batch, config.text_tokens, 384).to(dtype)
             mask = torch.ones(batch, config.text_tokens, dtype=torch.bool)
@@ -241,6 +255,7 @@ def run_decoding(budget: Budget, device: str, smoke: bool, bandwidth: dict) -> d
             row = {
                 "batch": batch,
                 "compiled": compiled,
+                "quantize": quantize,
                 "tokens_per_s": round(batch * steps / best, 1),
                 "ms_per_step": round(per_step * 1e3, 3),
                 "warmup_s": round(first, 2),
@@ -340,12 +355,17 @@ def summary(report: dict) -> list[str]:
     d = report["decoding"]
     for row in d.get("rows", []):
         if "tokens_per_s" not in row:
-            lines.append(f"decode batch {row['batch']} compiled={row['compiled']}: {row['status']}")
+            lines.append(
+                f"decode batch {row['batch']} compiled={row['compiled']} "
+                f"quantize={row['quantize']}: {row['status']}"
+            )
             continue
         frac = row.get("bandwidth_fraction_peak", row.get("bandwidth_fraction_copy"))
+        int8 = " int8" if row["quantize"] == "int8" else "     "
         lines.append(
             f"{d['model']} decode batch {row['batch']:>2} "
-            f"{'compiled' if row['compiled'] else 'eager   '}: {row['tokens_per_s']:>9} tok/s, "
+            f"{'compiled' if row['compiled'] else 'eager   '}{int8}: "
+            f"{row['tokens_per_s']:>9} tok/s, "
             f"{row['ms_per_step']} ms/step, "
             + (f"{frac:.0%} of the bandwidth bound" if frac is not None else "")
         )

@@ -1,13 +1,15 @@
 """LM sampling speed against Hugging Face `generate()` on a model of the same shape.
 
     .venv/bin/python benchmarks/sampling.py [--shapes demo wide] [--batches 1 8] [--repeat 3]
-        [--threads N] [--compile]
+        [--threads N] [--compile] [--quantize int8]
 
 Both run in this process on the same device, float32 on CPU: ours is models/generate.py over
 a PrefixLM; theirs is a `transformers` LlamaForCausalLM with the same layers, width, heads,
 SwiGLU width and vocabulary, sampling (top-k off) with its KV cache, min_new_tokens =
 max_new_tokens so both make exactly the same number of tokens after the same prefix length.
 The two are timed alternately (best of --repeat) so background load hits both alike.
+`--quantize int8` gives both the same int8 weight-only layers (models/quantize.py: ours as
+VIDEOPOET_QUANTIZE=int8 keeps them, HF's decoder layers and head by the same function).
 The last line printed is JSON.
 
 `--device cuda` times the videopoet-1b shape in bf16 and the fraction of the memory-bandwidth
@@ -30,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from models.generate import SamplingParams, compile_decode_step, generate_tokens  # noqa: E402
 from models.lm import LM_PRESETS, LMConfig, PrefixLM  # noqa: E402
 from models.pipeline import ModelConfig  # noqa: E402
+from models.quantize import Int8Linear, int8_linears, quantize_lm, weight_bytes  # noqa: E402
 from models.spec import Task  # noqa: E402
 from models.vocab import assemble  # noqa: E402
 
@@ -72,11 +75,21 @@ def build_hf(lm: LMConfig, device: str, dtype: torch.dtype):
 
 
 def bench(
-    shape: str, batch: int, device: str, dtype: torch.dtype, repeat: int, compiled: bool = False
+    shape: str,
+    batch: int,
+    device: str,
+    dtype: torch.dtype,
+    repeat: int,
+    compiled: bool = False,
+    quantize: str = "none",
 ) -> dict:
     config, ours = build_ours(shape, device, dtype)
     step = compile_decode_step() if compiled else None  # VIDEOPOET_COMPILE=1 in the service
     hf = build_hf(config.lm, device, dtype)
+    if quantize == "int8":
+        quantize_lm(ours, quantize)
+        int8_linears(hf.model.layers)
+        hf.lm_head = Int8Linear.from_linear(hf.lm_head)
     from models.pipeline import TaskShapes
 
     layout = TaskShapes(config).layouts()[Task.text_to_video]
@@ -144,15 +157,14 @@ def bench(
         "ratio": round(ours_tps / hf_tps, 2),
         "threads": torch.get_num_threads(),
         "compiled": compiled,
+        "quantize": quantize,
     }
     if device == "cuda":
-        weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-        weight_bytes -= (
-            ours.tok_embeddings.weight.numel() * ours.tok_embeddings.weight.element_size()
-        )
+        read = weight_bytes(ours)  # a step reads every weight but the embedding tables
+        read -= ours.tok_embeddings.weight.numel() * ours.tok_embeddings.weight.element_size()
         bandwidth = float(getattr(bench, "bandwidth", 3.35e12))  # H100 SXM HBM3, bytes/s
         step_s = min(ours_s) / new_tokens
-        row["bandwidth_bound_fraction"] = round(weight_bytes / bandwidth / step_s, 3)
+        row["bandwidth_bound_fraction"] = round(read / bandwidth / step_s, 3)
     return row
 
 
@@ -171,6 +183,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="int8: both models with the same int8 weight-only linears (VIDEOPOET_QUANTIZE)",
+    )
+    parser.add_argument(
         "--bandwidth", type=float, default=3.35e12, help="bytes/s, for --device cuda"
     )
     args = parser.parse_args()
@@ -183,7 +201,7 @@ def main() -> None:
     rows = []
     for shape in shapes:
         for batch in args.batches:
-            row = bench(shape, batch, args.device, dtype, args.repeat, args.compile)
+            row = bench(shape, batch, args.device, dtype, args.repeat, args.compile, args.quantize)
             rows.append(row)
             print(
                 f"{shape:>12} batch {batch}: ours {row['ours_tokens_per_s']:>9} tok/s, "

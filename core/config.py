@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # Compile the fixed-shape decode step (torch.compile; CUDA graphs on CUDA). The first job of
     # each batch size pays the compile (tens of seconds); later ones decode faster.
     compile: bool = False
+    # LM weights kept as int8 with a scale per row (models/quantize.py): a quarter of float32's
+    # bytes, half of bfloat16's. Pays on a GPU with VIDEOPOET_COMPILE=1; slower on a CPU.
+    quantize: Literal["none", "int8"] = "none"
     # External Redis. Unset: `videopoet serve` starts an embedded redis-server and points its
     # children here; `videopoet api` / `worker` alone fall back to DEFAULT_REDIS_URL.
     redis_url: str | None = None

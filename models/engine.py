@@ -107,11 +107,11 @@ class RowSampler:
         content = [i for i, f in enumerate(structure) if f < 0]
         self.n_steps = content[-1] + 1 if content else 0
         self.kinds = layout.kinds[self.P :]
-        self.device = model.output.weight.device
+        self.device = model.tok_embeddings.weight.device
         model.setup_caches(capacity * self.m, layout.length)
         self.S = model.max_seq_len
         self.grid = model.layout_grid(layout, self.device)
-        p = model.output.weight
+        p = model.tok_embeddings.weight
         c = model.config
         # a prefill's own cache: a joining row runs alone, exactly as it would in a batch of one
         self._scratch = [

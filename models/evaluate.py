@@ -384,10 +384,12 @@ def run_eval(
     guidance: float | None = None,
     device: str = "cpu",
     tasks: list[str] | None = None,
+    quantize: str = "none",
 ) -> list[Row]:
     """Generate on n held-out clips per task and measure the outputs. Returns the table rows.
 
     guidance None: the model card's default, what a request naming none gets from the service.
+    quantize: the LM's weights as the service's VIDEOPOET_QUANTIZE would keep them.
     """
     from models.conditioning import resize_frames
     from models.pipeline import GenerationInputs, load_pipeline
@@ -398,7 +400,7 @@ def run_eval(
     pipe = (
         tokenizers_only(model, device)
         if want == {"tokenizers"}
-        else load_pipeline(model, device=device)
+        else load_pipeline(model, device=device, quantize=quantize)
     )
     card = pipe.card
     specs = av.heldout_specs(n, seed=12345 + seed)
@@ -788,6 +790,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default="none",
+        help="the LM's weights as VIDEOPOET_QUANTIZE keeps them in the service",
+    )
     return p
 
 
@@ -816,10 +824,12 @@ def main_eval(argv: list[str] | None = None) -> list[Row]:
         guidance=args.guidance,
         device=args.device,
         tasks=[t for t in args.tasks.split(",") if t] or None,
+        quantize=args.quantize,
     )
     print(
         f"model {args.model}: {args.n} held-out clips per task, temperature {args.temperature}, "
-        f"top-k {args.top_k or 'off'}, guidance {args.guidance}, seed {args.seed} "
+        f"top-k {args.top_k or 'off'}, guidance {args.guidance}, seed {args.seed}, "
+        f"quantize {args.quantize} "
         f"({time.perf_counter() - t0:.0f} s)"
     )
     print(format_table(rows))

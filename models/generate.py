@@ -264,7 +264,7 @@ def generate_tokens(
     """
     layout = batch.layout
     P, S = layout.prefix_len, layout.length
-    device = model.output.weight.device
+    device = model.tok_embeddings.weight.device
     B = batch.ids.shape[0]
     ids = batch.ids.to(device)
     key_valid = batch.key_valid.to(device)

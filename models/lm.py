@@ -234,7 +234,7 @@ class PrefixLM(nn.Module):
             )
         if self.max_batch_size >= max_batch_size and self.max_seq_len >= max_seq_len:
             return
-        p = self.output.weight
+        p = self.tok_embeddings.weight  # the LM's dtype, quantized or not
         for block in self.layers:
             block.attn.kv_cache = KVCache(
                 max_batch_size,
@@ -328,6 +328,8 @@ class PrefixLM(nn.Module):
 
     def logits(self, h: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """Logits of the ids [lo, hi) only: sampling a visual position never scores audio ids."""
+        if not isinstance(self.output, nn.Linear):  # models/quantize.py's Int8Linear
+            return self.output(h, lo, hi).float()
         weight = self.output.weight[lo:hi]
         return F.linear(h, weight).float()
 

@@ -52,6 +52,7 @@ from models.generate import (
     generate_tokens,
 )
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
+from models.quantize import quantize_lm
 from models.spec import (
     GenerationCancelled,
     GenerationInputs,
@@ -326,10 +327,12 @@ class Pipeline:
         device: str | torch.device = "cpu",
         dtype: str = "auto",
         compile: bool = False,
+        quantize: str = "none",
     ):
         """dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
         the tokenizers stay float32). compile: sample with a torch.compile'd fixed-shape decode
-        step (CUDA graphs); worth it on CUDA only."""
+        step (CUDA graphs); worth it on CUDA only. quantize: "int8" keeps the LM's block and
+        output weights as int8 with a scale per row (models/quantize.py); "none": as dtype."""
         self.config = config
         self.card = config.card
         self.vocab = config.vocab
@@ -341,6 +344,8 @@ class Pipeline:
         self.video_tokenizer = video_tokenizer.to(self.device).eval()
         self.audio_tokenizer = audio_tokenizer.to(self.device).eval()
         self.lm = lm.to(device=self.device, dtype=getattr(torch, dtype)).eval()
+        self.quantize = quantize
+        quantize_lm(self.lm, quantize)
         self.static_step = compile_decode_step() if compile else None
         self.text_encoder = load_text_encoder(
             config.text_encoder, config.text_encoder_path, config.text_tokens
@@ -961,13 +966,14 @@ def load_pipeline(
     device: str | torch.device = "cpu",
     dtype: str = "auto",
     compile: bool = False,
+    quantize: str = "none",
 ) -> Pipeline:
     """A ready pipeline: a checkpoint folder, a shipped checkpoint by name, or a preset.
 
-    dtype and compile: see Pipeline.
+    dtype, compile and quantize: see Pipeline.
     """
     folder = resolve_checkpoint(name_or_path)
-    options = dict(device=device, dtype=dtype, compile=compile)
+    options = dict(device=device, dtype=dtype, compile=compile, quantize=quantize)
     if folder is None:
         config = ModelConfig.from_name(name_or_path)
         log.info("building %s from seed %d (no checkpoint)", name_or_path, PRESET_SEED)

@@ -27,9 +27,9 @@ def test_gpu_check_smoke_writes_every_section(tmp_path):
     assert tests["status"] == "passed" and tests["passed"] >= 1 and not tests["failed"]
 
     rows = report["decoding"]["rows"]
-    assert {(r["batch"], r["compiled"]) for r in rows} == {
-        (b, c) for b in (1, 8, 32) for c in (False, True)
-    }
+    assert {(r["batch"], r["compiled"], r["quantize"]) for r in rows} == {
+        (b, c, "none") for b in (1, 8, 32) for c in (False, True)
+    } | {(1, True, "int8"), (8, True, "int8")}
     for r in rows:
         assert r["tokens_per_s"] > 0 and 0 < r["bandwidth_fraction_copy"] < 10
 

@@ -65,7 +65,11 @@ def load_pipeline(settings: Settings) -> tuple[GenerationPipeline, float]:
         from models import load_pipeline as load
 
         pipeline = load(
-            settings.model, device=device, dtype=settings.dtype, compile=settings.compile
+            settings.model,
+            device=device,
+            dtype=settings.dtype,
+            compile=settings.compile,
+            quantize=settings.quantize,
         )
     seconds = time.perf_counter() - started
     logger.info("loaded model %s on %s in %.1f s", pipeline.card.name, device, seconds)
