@@ -192,9 +192,10 @@ def sample_clip_spec(
 _SS = 4  # supersampling per axis: anti-aliased edges
 
 
-def _coverage(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
-    """(64, 64) float coverage in [0, 1] of one shape centred at (cx, cy) with radius r."""
-    n = SIZE * _SS
+def _coverage(shape: str, cx: float, cy: float, r: float, size: int = SIZE) -> np.ndarray:
+    """(size, size) float coverage in [0, 1] of one shape centred at (cx, cy) with radius r,
+    all in pixels of a `size`-pixel frame."""
+    n = size * _SS
     coords = (np.arange(n) + 0.5) / _SS  # pixel-space sample positions
     x = coords[None, :] - cx
     y = coords[:, None] - cy
@@ -206,17 +207,26 @@ def _coverage(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
         inside = (y <= r) & (y >= -r) & (np.abs(x) <= (y + r) / 2.0)
     else:
         raise ValueError(f"unknown shape {shape!r}; one of {SHAPES}")
-    return inside.reshape(SIZE, _SS, SIZE, _SS).mean(axis=(1, 3))
+    return inside.reshape(size, _SS, size, _SS).mean(axis=(1, 3))
 
 
-def render_frames(spec: ClipSpec) -> np.ndarray:
-    """(17, 64, 64, 3) uint8: the objects over the background, later objects on top."""
-    frames = np.empty((FRAMES, SIZE, SIZE, 3), dtype=np.float32)
+def render_frames(spec: ClipSpec, resolution: int = SIZE) -> np.ndarray:
+    """(17, resolution, resolution, 3) uint8: the objects over the background, later objects on top.
+
+    One scene, any rasterization: positions, radii and travel are in units of the 64-pixel
+    frame and scale with `resolution`, so a 128x128 render is the 64x64 one drawn at twice the
+    resolution (its 2x2 means are the 64x64 pixels up to anti-aliasing at the edges)."""
+    if resolution < 8:
+        raise ValueError(f"resolution must be at least 8 pixels; got {resolution}")
+    size = resolution
+    k = size / SIZE
+    frames = np.empty((FRAMES, size, size, 3), dtype=np.float32)
     frames[:] = np.array(BACKGROUNDS[spec.background], dtype=np.float32)
     for t in range(FRAMES):
         for obj in spec.objects:
             cx, cy = obj.centre(t)
-            a = _coverage(obj.shape, float(cx), float(cy), SIZES[obj.size])[..., None]
+            a = _coverage(obj.shape, float(cx) * k, float(cy) * k, SIZES[obj.size] * k, size)
+            a = a[..., None]
             frames[t] = frames[t] * (1 - a) + np.array(COLOURS[obj.colour], np.float32) * a
     return np.round(frames).astype(np.uint8)
 
@@ -420,18 +430,25 @@ def make_caption(spec: ClipSpec, phrasing: str = "train") -> str:
     return caption(spec, rng, phrasing)
 
 
-def make_clip(spec: ClipSpec, phrasing: str = "train") -> Clip:
-    return Clip(
-        spec, render_frames(spec), render_audio(spec), make_caption(spec, phrasing), labels(spec)
-    )
+def make_clip(spec: ClipSpec, phrasing: str = "train", resolution: int = SIZE) -> Clip:
+    """The clip of a scene, its frames rendered at `resolution` x `resolution` pixels."""
+    frames = render_frames(spec, resolution)
+    return Clip(spec, frames, render_audio(spec), make_caption(spec, phrasing), labels(spec))
 
 
 def generate_clip(
-    seed: int, *, split: str = "train", phrasing: str = "train", two_objects: bool = False, **fixed
+    seed: int,
+    *,
+    split: str = "train",
+    phrasing: str = "train",
+    two_objects: bool = False,
+    resolution: int = SIZE,
+    **fixed,
 ) -> Clip:
-    """The clip of `seed` in `split` (train | heldout | any): same seed, same clip."""
+    """The clip of `seed` in `split` (train | heldout | any): same seed, same clip (and the
+    same scene at every `resolution`; `fixed` pins object attributes: shape, size, ...)."""
     return make_clip(
-        sample_clip_spec(seed, split=split, two_objects=two_objects, **fixed), phrasing
+        sample_clip_spec(seed, split=split, two_objects=two_objects, **fixed), phrasing, resolution
     )
 
 
