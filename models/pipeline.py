@@ -53,6 +53,7 @@ from models.generate import (
 )
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
 from models.quantize import quantize_lm
+from models.super_resolution import SRConfig
 from models.spec import (
     GenerationCancelled,
     GenerationInputs,
@@ -109,6 +110,8 @@ class ModelConfig:
     text_encoder: str = "minilm"  # or "t5" with text_encoder_path
     text_encoder_path: str | None = None
     text_tokens: int = MAX_TEXT_TOKENS
+    # the super-resolution stage (models/super_resolution.py); None: the LM's size only
+    sr: SRConfig | None = None
 
     @classmethod
     def from_name(cls, name: str) -> ModelConfig:
@@ -162,6 +165,7 @@ class ModelConfig:
             "text_encoder": self.text_encoder,
             "text_encoder_path": self.text_encoder_path,
             "text_tokens": self.text_tokens,
+            **({"super_resolution": self.sr.to_dict()} if self.sr is not None else {}),
         }
 
     @classmethod
@@ -175,6 +179,7 @@ class ModelConfig:
             text_encoder=d.get("text_encoder", "minilm"),
             text_encoder_path=d.get("text_encoder_path"),
             text_tokens=d.get("text_tokens", MAX_TEXT_TOKENS),
+            sr=SRConfig(**d["super_resolution"]) if d.get("super_resolution") else None,
         )
         if config.lm.grid_positions and min(config.lm.grid_size) <= 0:  # switched on by hand
             config.lm = LMConfig(**{**_lm_fields(config.lm), "grid_size": config.visual_grid()})

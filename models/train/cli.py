@@ -18,20 +18,26 @@ from models.train.data import CAPTION_STYLES
 from models.train.errors import TrainingError
 from models.train.lm import TASK_WEIGHTS, copy_tokenizers, task_weights, train_lm
 from models.train.loop import DEFAULTS, STAGES, init_path
-from models.train.video_tokenizer import check_crop_frames, train_video_tokenizer
+from models.train.super_resolution import train_sr
+from models.train.video_tokenizer import check_crop_frames, parse_scales, train_video_tokenizer
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = "Training: the video tokenizer, the audio tokenizer, then the LM over their tokens."
+DESCRIPTION = (
+    "Training: the video tokenizer, the audio tokenizer, then the LM over their tokens and "
+    "the super-resolution stage over the video tokenizer's."
+)
 STAGE_HELP = {
     "video-tokenizer": "the video tokenizer (first)",
     "audio-tokenizer": "the audio tokenizer (first, beside the video tokenizer)",
-    "lm": "the LM over both tokenizers' codes (last)",
+    "lm": "the LM over both tokenizers' codes (after them)",
+    "sr": "the super-resolution stage over the video tokenizer's codes (after it)",
 }
 TRAIN: dict[str, Callable[[argparse.Namespace], dict]] = {
     "video-tokenizer": train_video_tokenizer,
     "audio-tokenizer": train_audio_tokenizer,
     "lm": train_lm,
+    "sr": train_sr,
 }
 
 
@@ -152,6 +158,13 @@ def add_video_tokenizer_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="LFQ entropy loss weight (default: the config's)",
     )
+    g.add_argument(
+        "--scales",
+        default="1",
+        help="comma-separated frame scales the steps take in turn: 1 is the card's size; "
+        "1,2 alternates it with twice its width and height (the same scenes drawn at that "
+        "resolution), the tokenizer a super-resolution stage decodes with",
+    )
 
 
 def add_audio_tokenizer_flags(p: argparse.ArgumentParser) -> None:
@@ -236,10 +249,34 @@ def add_lm_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sr_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("super-resolution")
+    g.add_argument(
+        "--clips",
+        type=int,
+        default=2000,
+        help="clips drawn at both sizes and tokenized (cached in DIR/train/sr_data.pt, written "
+        "as it goes: a stopped run tokenizes on from where it stopped)",
+    )
+    g.add_argument(
+        "--sr-preset",
+        default=None,
+        help="the SR model's shape (models/super_resolution.py: tiny, demo, videopoet-1b), "
+        "written into config.json the first time (default: the model's own name)",
+    )
+    g.add_argument(
+        "--tokenizers-from",
+        default="",
+        help="a new --out (no config.json yet) starts with this checkpoint's config.json and "
+        "both tokenizers (e.g. demo), so only the SR stage trains",
+    )
+
+
 STAGE_FLAGS = {
     "video-tokenizer": add_video_tokenizer_flags,
     "audio-tokenizer": add_audio_tokenizer_flags,
     "lm": add_lm_flags,
+    "sr": add_sr_flags,
 }
 
 
@@ -292,14 +329,17 @@ def _run_stage(args: argparse.Namespace) -> dict:
         log.warning("--fsdp shards across torchrun's processes; in one process it does nothing")
     if args.stage == "video-tokenizer":
         check_crop_frames(args.crop_frames)
+        args.scales = parse_scales(args.scales)
     if args.stage == "lm":
         task_weights(args.task_weights)  # a typo fails now, not after tokenizing
         if args.captions != "template" and not args.data.startswith("shapes-av"):
             raise TrainingError(
                 f"--captions {args.captions} captions Shapes-AV clips; {args.data} has its own"
             )
-        if args.tokenizers_from:
-            copy_tokenizers(args.tokenizers_from, args.out)
+    if args.stage in ("lm", "sr") and args.tokenizers_from:
+        copy_tokenizers(args.tokenizers_from, args.out)
+    if args.stage == "sr" and args.clips < 1:
+        raise TrainingError(f"--clips must be at least 1; got {args.clips}")
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
     result = TRAIN[args.stage](args)

@@ -30,12 +30,21 @@ class ShapesAVData:
 
     captions: "template" (the eight fixed templates every checkpoint so far trained on) or
     "broad" (`models.captions`: many colour names, verbs, style words). The clips are the same
-    either way; only their captions differ."""
+    either way; only their captions differ. scale: frames at scale x the card's height and
+    width, the same scene drawn at that resolution (the super-resolution stage's targets)."""
 
-    def __init__(self, card, size: int = 1_000_000, seed: int = 0, captions: str = "template"):
+    def __init__(
+        self,
+        card,
+        size: int = 1_000_000,
+        seed: int = 0,
+        captions: str = "template",
+        scale: int = 1,
+    ):
         if captions not in CAPTION_STYLES:
             raise TrainingError(f"--captions must be one of {', '.join(CAPTION_STYLES)}")
         self.card, self.size, self.seed, self.captions = card, size, seed, captions
+        self.scale = scale
 
     def __len__(self) -> int:
         return self.size
@@ -43,10 +52,14 @@ class ShapesAVData:
     def __getitem__(self, i: int) -> Example:
         from models import shapes_av
 
+        h, w = self.card.height * self.scale, self.card.width * self.scale
         clip = shapes_av.generate_clip(
-            self.seed + int(i), split="train", phrasing=CAPTION_STYLES[self.captions]
+            self.seed + int(i),
+            split="train",
+            phrasing=CAPTION_STYLES[self.captions],
+            resolution=max(h, w),
         )
-        frames = resize_frames(clip.frames, self.card.height, self.card.width)
+        frames = resize_frames(clip.frames, h, w)
         return Example(frames, clip.audio, clip.caption)
 
     def caption(self, i: int) -> str:
@@ -66,9 +79,11 @@ class JsonlVideoData:
     audio gets silence.
     """
 
-    def __init__(self, path: str | Path, card, timeout: float = media.DEFAULT_TIMEOUT):
+    def __init__(
+        self, path: str | Path, card, timeout: float = media.DEFAULT_TIMEOUT, scale: int = 1
+    ):
         self.path = Path(path)
-        self.card, self.timeout = card, timeout
+        self.card, self.timeout, self.scale = card, timeout, scale
         self.items = []
         for n, line in enumerate(self.path.read_text().splitlines(), 1):
             if not line.strip():
@@ -96,7 +111,11 @@ class JsonlVideoData:
         card = self.card
         try:
             frames = media.decode_frames(
-                video, fps=card.fps, width=card.width, height=card.height, timeout=self.timeout
+                video,
+                fps=card.fps,
+                width=card.width * self.scale,
+                height=card.height * self.scale,
+                timeout=self.timeout,
             )
         except media.MediaError as exc:
             raise TrainingError(f"ffmpeg could not decode {video}: {exc}") from exc
@@ -110,19 +129,21 @@ class JsonlVideoData:
         return Example(frames, fit_samples(audio, n), caption)
 
 
-def open_data(spec: str, card, seed: int = 0, captions: str = "template"):
+def open_data(spec: str, card, seed: int = 0, captions: str = "template", scale: int = 1):
     """`shapes-av`, `shapes-av:N` (its first N clips only) or a .jsonl path -> Examples.
-    captions: the Shapes-AV caption style (a JSONL file's captions are its own)."""
+    captions: the Shapes-AV caption style (a JSONL file's captions are its own); scale: frames
+    at scale x the card's size."""
     if spec == "shapes-av":
-        return ShapesAVData(card, seed=seed, captions=captions)
+        return ShapesAVData(card, seed=seed, captions=captions, scale=scale)
     if spec.startswith("shapes-av:") and spec.split(":", 1)[1].isdigit():
-        return ShapesAVData(card, size=int(spec.split(":", 1)[1]), seed=seed, captions=captions)
+        n = int(spec.split(":", 1)[1])
+        return ShapesAVData(card, size=n, seed=seed, captions=captions, scale=scale)
     if spec.endswith(".jsonl"):
         if captions != "template":
             raise TrainingError(
                 f"--captions {captions} captions Shapes-AV clips; {spec} has its own captions"
             )
-        return JsonlVideoData(spec, card)
+        return JsonlVideoData(spec, card, scale=scale)
     raise TrainingError(
         f'--data must be \'shapes-av[:N]\' or a .jsonl file of {{"video", "caption"}}; got {spec!r}'
     )

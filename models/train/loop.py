@@ -25,7 +25,12 @@ from models.train.errors import TrainingError
 log = logging.getLogger(__name__)
 
 # Stage (the CLI's name) -> the component it trains (its file and state names).
-STAGES = {"video-tokenizer": "video_tokenizer", "audio-tokenizer": "audio_tokenizer", "lm": "lm"}
+STAGES = {
+    "video-tokenizer": "video_tokenizer",
+    "audio-tokenizer": "audio_tokenizer",
+    "lm": "lm",
+    "sr": "super_resolution",
+}
 
 
 @dataclass
@@ -41,6 +46,7 @@ DEFAULTS = {
     "video_tokenizer": StageDefaults(steps=3000, batch=4, lr=2e-3, warmup=100),
     "audio_tokenizer": StageDefaults(steps=1500, batch=8, lr=2e-3, warmup=100),
     "lm": StageDefaults(steps=1500, batch=8, lr=1.5e-3, warmup=100),
+    "super_resolution": StageDefaults(steps=4000, batch=8, lr=1e-3, warmup=100),
 }
 
 

@@ -90,6 +90,17 @@ def check_crop_frames(crop_frames: int) -> None:
         raise TrainingError(f"--crop-frames must be 4k+1 (5, 9, 17, ...); got {crop_frames}")
 
 
+def parse_scales(spec: str) -> list[int]:
+    """--scales "1,2" -> [1, 2]: each a whole number of at least 1."""
+    try:
+        scales = [int(x) for x in spec.split(",")]
+    except ValueError:
+        scales = []
+    if not scales or min(scales) < 1:
+        raise TrainingError(f"--scales must be whole numbers >= 1, comma-separated; got {spec!r}")
+    return scales
+
+
 def train_video_tokenizer(args) -> dict:
     run = Run(args.out, "video-tokenizer", args.config)
     config, card = run.config, run.config.card
@@ -97,7 +108,8 @@ def train_video_tokenizer(args) -> dict:
     model = VideoTokenizer(config.video)
     if args.entropy_weight is not None:
         model.quantizer.entropy_loss_weight = args.entropy_weight
-    data = open_data(args.data, card, seed=args.seed)
+    scales = getattr(args, "scales", None) or [1]
+    datas = [open_data(args.data, card, seed=args.seed, scale=k) for k in scales]
     # Whole clips by default. The causal convs pad time with copies of frame 0, so a short crop
     # trains only the frames near a clip's start: with 5-frame crops the demo tokenizer went
     # from 21.7 dB on frame 0 to 15.8 dB on frame 16 of a 17-frame clip, drifting and blurring.
@@ -110,6 +122,8 @@ def train_video_tokenizer(args) -> dict:
         model.encoder.requires_grad_(False)  # the codes stay what the LM was trained on
 
     def step_fn(rng, step):
+        # the scales in turn (with --image-batch, each for a clip step and an image step)
+        data = datas[(step // (2 if args.image_batch else 1)) % len(datas)]
         if args.image_batch and step % 2:
             # single frames: the tokenizer is causal, so a frame alone is latent frame 0 of a
             # clip; 9x cheaper than a 9-frame crop, so colours and shapes are seen 9x as often

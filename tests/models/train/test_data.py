@@ -77,3 +77,15 @@ def test_open_data_names_what_it_accepts(tmp_path):
     (tmp_path / "x.jsonl").write_text(json.dumps({"caption": "no video"}) + "\n")
     with pytest.raises(TrainingError, match='needs a "video" path'):
         open_data(str(tmp_path / "x.jsonl"), card)
+
+
+def test_scale_draws_the_same_scenes_at_a_multiple_of_the_card_size():
+    card = ModelConfig.from_name("demo").card  # 64x64
+    small, big = (
+        open_data("shapes-av", card, seed=5)[3],
+        open_data("shapes-av", card, seed=5, scale=2)[3],
+    )
+    assert small.frames.shape == (17, 64, 64, 3) and big.frames.shape == (17, 128, 128, 3)
+    assert small.caption == big.caption and np.array_equal(small.audio, big.audio)
+    pooled = big.frames.astype(np.float32).reshape(17, 64, 2, 64, 2, 3).mean(axis=(2, 4))
+    assert np.abs(pooled - small.frames).mean() < 1.0  # one scene, two rasterizations

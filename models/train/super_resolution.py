@@ -1,0 +1,170 @@
+"""Stage 4: the super-resolution model (models/super_resolution.py) over the folder's video
+tokenizer's codes. Each training clip is drawn twice, at the card's size and at `scale` times
+it (the same scene: Shapes-AV renders at any resolution; a JSONL video is decoded at both
+sizes), both tokenized by the folder's video tokenizer and cached with the caption's text
+states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips, so a stopped
+tokenizing goes on where it stopped, and is kept while the tokenizer's codes and the clips'
+source stay the same. Then masked-token prediction, the LM stage's loop (checkpoints, resume,
+time limit, torchrun)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import numpy as np
+import torch
+
+from models.super_resolution import SR_PRESETS, SRConfig, SuperResolution, masked_loss
+from models.train import distributed
+from models.train.data import open_data
+from models.train.errors import TrainingError
+from models.train.loop import DEFAULTS, Run, train_loop
+from models.train.token_cache import encode_captions, load_tokenizers, token_digest
+from models.video_tokenizer import VideoTokenizer
+
+log = logging.getLogger(__name__)
+
+SR_CACHE = "sr_data.pt"  # in the run folder's train/
+CHUNK = 64  # clips tokenized between two writes of the cache
+
+
+def sr_config_for(config, preset: str, scale: int = 2) -> SRConfig:
+    """The SR preset sized for a model: its tokenizer's code bits, its clip's latent grid at
+    `scale` times the width and height."""
+    t, h, w = config.visual_grid()
+    return SRConfig.from_name(
+        preset,
+        codebook_bits=config.video.codebook_bits,
+        grid=(t, h * scale, w * scale),
+        scale=scale,
+    )
+
+
+def set_sr_config(run: Run, preset: str | None) -> SRConfig:
+    """The folder's SR config: written from `preset` (default: the model's own name, e.g. demo)
+    the first time; kept after, and a different --sr-preset refused once the stage has trained."""
+    from models.pipeline import ModelConfig
+
+    config = run.config
+    if config.sr is not None and (preset is None or run.state_path.is_file()):
+        if preset is not None and sr_config_for(config, preset).to_dict() != config.sr.to_dict():
+            raise TrainingError(
+                f"--sr-preset {preset}: the SR stage in {run.out} has trained with another "
+                "config (config.json's super_resolution); start a new --out"
+            )
+        return config.sr
+    name = preset or config.name
+    if name not in SR_PRESETS:
+        raise TrainingError(
+            f"no SR preset named {name!r}: pass --sr-preset ({', '.join(SR_PRESETS)})"
+        )
+    sr = sr_config_for(config, name)
+    path = run.out / "config.json"
+    if run.world.main:
+        d = json.loads(path.read_text())
+        d["super_resolution"] = sr.to_dict()
+        path.write_text(json.dumps(d, indent=2) + "\n")
+        log.info("super_resolution (%s preset, grid %s) written into %s", name, sr.grid, path)
+    distributed.barrier()
+    run.config = ModelConfig.from_dict(json.loads(path.read_text()))
+    return sr
+
+
+@torch.no_grad()
+def tokenize_pairs(data_low, data_high, indices, video_tok, device: str) -> tuple:
+    """Examples `indices` at both sizes -> (low codes, high codes, captions)."""
+    lows, highs, captions = [], [], []
+    for data, out in ((data_low, lows), (data_high, highs)):
+        frames = np.stack([data[int(i)].frames for i in indices])
+        x = VideoTokenizer.frames_to_tensor(frames).to(device)
+        out.append(video_tok.encode(x).cpu().to(torch.int16))
+    captions = [data_low[int(i)].caption for i in indices]
+    return lows[0], highs[0], captions
+
+
+def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, device: str) -> dict:
+    """The run's SR cache with `clips` clips of `spec` (at most a file's length): loaded, grown
+    chunk by chunk (each chunk written), or started again when the tokenizer's codes or the
+    clips' source have changed."""
+    from models.text_encoder import load_text_encoder
+
+    config = run.config
+    path = run.out / "train" / SR_CACHE
+    tokenizer = run.out / "video_tokenizer.safetensors"
+    if not tokenizer.is_file():
+        raise TrainingError(f"{tokenizer} is missing: train the video tokenizer first")
+    digest = token_digest(tokenizer)
+    source = f"{spec} (seed {seed}, scale {scale})"
+    d = torch.load(path, weights_only=True) if path.is_file() else None
+    if d is not None and (d["tokenizer"] != digest or d["source"] != source):
+        log.info("%s was tokenized from other codes or clips: tokenizing again", path)
+        d = None
+    low_data = open_data(spec, config.card, seed=seed)
+    high_data = open_data(spec, config.card, seed=seed, scale=scale)
+    want = min(clips, len(low_data))
+    have = 0 if d is None else len(d["low"])
+    if have >= want and "text" in d:
+        return d
+    video_tok, _ = load_tokenizers(run)
+    video_tok = video_tok.to(device).eval()
+    log.info("tokenizing clips %d to %d at both sizes for the SR stage", have, want)
+    t0 = time.perf_counter()
+    order = np.random.default_rng([seed, 11]).permutation(len(low_data))[:want]
+    lows = list(torch.unbind(d["low"])) if d else []
+    highs = list(torch.unbind(d["high"])) if d else []
+    captions = list(d["captions"]) if d else []
+    for i in range(have, want, CHUNK):
+        low, high, caps = tokenize_pairs(
+            low_data, high_data, order[i : i + CHUNK], video_tok, device
+        )
+        lows, highs, captions = lows + list(low), highs + list(high), captions + caps
+        d = {
+            "low": torch.stack(lows),
+            "high": torch.stack(highs),
+            "captions": captions,
+            "tokenizer": digest,
+            "source": source,
+        }
+        if len(lows) < want:  # the codes so far: a stopped run goes on from here
+            torch.save(d, path)
+            print(f"sr tokenize: {len(lows)}/{want} clips", file=sys.stderr, flush=True)
+    encoder = load_text_encoder(config.text_encoder, config.text_encoder_path, config.text_tokens)
+    d.update(encode_captions(encoder, captions))  # each distinct caption's states, once
+    torch.save(d, path)
+    log.info("tokenized in %.0f s", time.perf_counter() - t0)
+    return d
+
+
+def train_sr(args) -> dict:
+    run = Run(args.out, "sr", args.config)
+    sr = set_sr_config(run, args.sr_preset)
+    # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
+    if run.world.main:
+        d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+    distributed.barrier()
+    if not run.world.main:
+        d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+    torch.manual_seed(args.seed)
+    model = SuperResolution(sr)
+    model.init_weights()
+    batch = args.batch or DEFAULTS["super_resolution"].batch
+    N = len(d["low"])
+    own = distributed.shard(batch)
+    text_all, text_len = d["text"], d["text_len"]
+
+    def step_fn(rng, step):
+        rows = rng.integers(0, N, batch)[own]  # the global batch; this process's rows of it
+        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        caption = d["caption"][rows]
+        text = text_all[caption].float().to(args.device)
+        lengths = text_len[caption]
+        mask = torch.arange(text.shape[1])[None, :] < lengths[:, None]
+        high = d["high"][rows].long().to(args.device)
+        low = d["low"][rows].long().to(args.device)
+        loss = masked_loss(model, high, low, text, mask.to(args.device), g)
+        return loss, {}
+
+    return train_loop(run, model, args, step_fn)

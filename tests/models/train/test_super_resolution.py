@@ -1,0 +1,112 @@
+"""`videopoet train sr`: the super-resolution stage over the folder's video tokenizer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from models.pipeline import ModelConfig
+from models.super_resolution import SuperResolution, masked_loss
+from models.train import super_resolution as stage
+from models.train.loop import Run
+from models.train.token_cache import load_tokenizers
+from models.video_tokenizer import VideoTokenizer
+from tests.models.train.runs import copy_tokenized, read_log, train_run
+
+
+def _folder(tmp_path, tokenized):
+    return copy_tokenized(tokenized, tmp_path / "run", with_cache=False)
+
+
+def _cache(folder):
+    return torch.load(folder / "train" / stage.SR_CACHE, weights_only=True)
+
+
+def test_sr_stage_pairs_each_clip_at_both_sizes_and_its_steps_lower_the_loss(tmp_path, tokenized):
+    folder = _folder(tmp_path, tokenized)
+    train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "6")
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    assert config.sr is not None and config.sr.grid == (5, 8, 8)  # tiny: 32x32 -> 64x64
+    assert config.sr.codebook_bits == config.video.codebook_bits
+    d = _cache(folder)
+    assert d["low"].shape == (6, 5, 4, 4) and d["high"].shape == (6, 5, 8, 8)
+    # the pairs are the folder's tokenizer's codes of one scene at the two sizes
+    video_tok, _ = load_tokenizers(Run(folder, "sr", "tiny"))
+    data = stage.open_data("shapes-av", config.card, seed=0, scale=2)
+    order = np.random.default_rng([0, 11]).permutation(len(data))[:6]
+    x = VideoTokenizer.frames_to_tensor(data[int(order[2])].frames[None])
+    assert torch.equal(video_tok.encode(x)[0].to(torch.int16), d["high"][2])
+
+    def loss():
+        from safetensors.torch import load_file
+
+        model = SuperResolution(config.sr)
+        model.load_state_dict(load_file(str(folder / "super_resolution.safetensors")))
+        g = torch.Generator().manual_seed(0)
+        text = d["text"][d["caption"]].float()
+        mask = torch.arange(text.shape[1])[None] < d["text_len"][d["caption"]][:, None]
+        with torch.no_grad():
+            return float(masked_loss(model, d["high"].long(), d["low"].long(), text, mask, g))
+
+    before = loss()
+    train_run("sr", folder, "--steps", "40", "--batch", "6", "--clips", "6", "--lr", "5e-3",
+              "--resume")  # fmt: skip
+    assert loss() < before - 0.5
+    assert read_log(folder, "super_resolution")[-1]["step"] == 40
+
+
+def test_a_stopped_tokenizing_goes_on_where_it_stopped(tmp_path, tokenized, monkeypatch):
+    whole = _folder(tmp_path / "a", tokenized)
+    monkeypatch.setattr(stage, "CHUNK", 2)
+    train_run("sr", whole, "--steps", "1", "--batch", "2", "--clips", "6")
+
+    folder = _folder(tmp_path / "b", tokenized)
+    real, calls = stage.tokenize_pairs, []
+
+    def stopping(*args, **kwargs):
+        calls.append(len(args[2]))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # stopped while tokenizing the third chunk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "tokenize_pairs", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "6")
+    assert len(_cache(folder)["low"]) == 4  # two chunks written
+    calls.clear()
+    monkeypatch.setattr(stage, "tokenize_pairs", real)
+    monkeypatch.setattr(
+        stage, "tokenize_pairs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k)
+    )
+    train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "6")
+    assert calls == [2]  # only the clips it lacked
+    a, b = _cache(whole), _cache(folder)
+    assert torch.equal(a["low"], b["low"]) and torch.equal(a["high"], b["high"])
+    assert a["captions"] == b["captions"]
+
+
+def test_another_sr_preset_after_training_is_refused(tmp_path, tokenized):
+    folder = _folder(tmp_path, tokenized)
+    train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "4")
+    with pytest.raises(SystemExit, match="trained with another config"):
+        train_run("sr", folder, "--steps", "2", "--clips", "4", "--sr-preset", "demo", "--resume")
+    with pytest.raises(SystemExit, match="no SR preset named 'huge'"):
+        train_run("sr", tmp_path / "new", "--steps", "1", "--sr-preset", "huge")
+
+
+def test_video_tokenizer_scales_take_the_steps_in_turn(tmp_path, monkeypatch):
+    from models.train import video_tokenizer
+
+    real, sizes = video_tokenizer.video_batch, []
+
+    def recording(*args, **kwargs):
+        x = real(*args, **kwargs)
+        sizes.append(tuple(x.shape[-2:]))
+        return x
+
+    monkeypatch.setattr(video_tokenizer, "video_batch", recording)
+    train_run("video-tokenizer", tmp_path, "--steps", "4", "--batch", "1", "--scales", "1,2")
+    assert sizes == [(32, 32), (64, 64), (32, 32), (64, 64)]  # tiny's card, then twice it
+    with pytest.raises(SystemExit, match="whole numbers >= 1"):
+        train_run("video-tokenizer", tmp_path / "x", "--steps", "1", "--scales", "1,x")
