@@ -187,21 +187,28 @@ def parse_seconds(value: str | float | None) -> float | None:
     return seconds
 
 
-def check_size(value: str | None, card: ModelCard) -> None:
+def check_size(value: str | None, card: ModelCard) -> str:
+    """The output size a request asks for, as the card spells it (None: the card's default,
+    the largest it serves); 422 for one the model does not make, naming the ones it does."""
     if value is None:
-        return
+        return card.default_size
+    accepted = ", ".join(card.sizes)
     parts = value.lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise InvalidRequest(
-            f"size must be WIDTHxHEIGHT such as {card.size!r}; got {value!r}", param="size"
+            f"size must be WIDTHxHEIGHT such as {card.default_size!r}; got {value!r} "
+            f"(accepted sizes: {accepted})",
+            param="size",
         )
-    if (int(parts[0]), int(parts[1])) != (card.width, card.height):
+    size = f"{int(parts[0])}x{int(parts[1])}"
+    if size not in card.sizes:
         raise InvalidRequest(
-            f"size {value} is not available: model {card.name} makes {card.size} "
-            f"(accepted size: {card.size})",
+            f"size {value} is not available: model {card.name} makes {accepted} "
+            f"(accepted sizes: {accepted})",
             param="size",
             code="unsupported_size",
         )
+    return size
 
 
 def _check_file_type(name: str, upload: UploadFile) -> str:
@@ -516,11 +523,12 @@ class Intake:
         return task
 
     def _build_spec(
-        self, fields: VideoCreate, task: Task, inputs: dict[str, StoredInput]
+        self, fields: VideoCreate, task: Task, inputs: dict[str, StoredInput], size: str
     ) -> tuple[TaskSpec, int]:
         seconds = parse_seconds(fields.seconds)
         values: dict[str, Any] = {
             "task": task,
+            "size": size,
             "prompt": fields.prompt,
             "seconds": seconds,
             "seed": fields.seed if fields.seed is not None else random_seed(),
@@ -640,7 +648,7 @@ class Intake:
                 param="model",
                 code="model_not_found",
             )
-        check_size(fields.size, self.card)
+        size = check_size(fields.size, self.card)
         parse_seconds(fields.seconds)  # a malformed value fails before any upload is read
         check_webhook_url(fields.webhook_url, self.settings)
         self.limits.reserve_slot(identity, video_id, self.settings.max_active_jobs_per_key)
@@ -661,7 +669,7 @@ class Intake:
             ):
                 # av_continuation of an mp4 with sound: its own track is the audio input.
                 inputs["audio"] = StoredInput(kind="audio", name=video.name, info=video.info)
-            spec, frames = self._build_spec(fields, task, inputs)
+            spec, frames = self._build_spec(fields, task, inputs, size)
             # every check passed: store the inputs (S3: uploaded from the local folder)
             artifacts.publish(video_id, folder, {s.name for s in inputs.values()})
             record = VideoRecord(
@@ -669,7 +677,7 @@ class Intake:
                 model=self.card.name,
                 created_at=int(time.time()),
                 seconds=self._output_seconds(spec, frames, inputs),
-                size=self.card.size,
+                size=size,
                 prompt=spec.prompt,
                 task=spec.task,
                 spec=spec,

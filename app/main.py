@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.info(
             "serving model %s (%s) on queue %s, Redis %s, artifacts in %s",
             state.card.name,
-            state.card.size,
+            ", ".join(state.card.sizes),
             state.queue.name,
             redact_url(settings.redis),
             state.store.artifacts.describe(),

@@ -28,11 +28,29 @@ class ModelCard:
     max_seconds: float = 60.0
     # guidance when a request names none (1.0: off); a trained checkpoint's, from its eval runs
     guidance_scale: float = 1.0
+    # the super-resolution stage's factor (models/super_resolution.py): 2 serves width x height
+    # and twice it; 1: the LM's size alone
+    sr_scale: int = 1
 
     @property
     def size(self) -> str:
-        """OpenAI's `size` string: width x height."""
+        """OpenAI's `size` string of the LM's own output: width x height."""
         return f"{self.width}x{self.height}"
+
+    @property
+    def sizes(self) -> list[str]:
+        """Every `size` the model serves, smallest first; the last is the default."""
+        if self.sr_scale > 1:
+            return [self.size, f"{self.width * self.sr_scale}x{self.height * self.sr_scale}"]
+        return [self.size]
+
+    @property
+    def default_size(self) -> str:
+        return self.sizes[-1]
+
+    def upscales(self, size: str | None) -> bool:
+        """Whether a request for `size` (None: the default) goes through super-resolution."""
+        return (size or self.default_size) != self.size
 
     @property
     def clip_seconds(self) -> float:

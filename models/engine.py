@@ -488,6 +488,8 @@ class ContinuousBatch:
                 row.audio, round(len(row.frames) / p.card.fps * p.card.sample_rate)
             )
         card = p.card
+        if p.upscales(row.spec) and row.frames is not None:
+            row.frames = p.upscale(row.frames, row.spec.prompt, row.seed, _RowClock(stream.timings))
         return GenerationResult(
             frames=row.frames,
             fps=card.fps,

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import overload
+from typing import cast, overload
 
 import numpy as np
 import torch
@@ -53,7 +53,8 @@ from models.generate import (
 )
 from models.lm import LM_PRESETS, LMConfig, PrefixLM, rope_tables
 from models.quantize import quantize_lm
-from models.super_resolution import SRConfig
+from models.super_resolution import SRConfig, SuperResolution
+from models.super_resolution import sample as sample_sr
 from models.spec import (
     GenerationCancelled,
     GenerationInputs,
@@ -82,6 +83,7 @@ log = logging.getLogger(__name__)
 
 PRESET_SEED = 0  # presets without shipped weights are built from this seed: same weights everywhere
 COMPONENTS = ("video_tokenizer", "audio_tokenizer", "lm")  # one .safetensors each
+SR_COMPONENT = "super_resolution"  # a fourth, in a checkpoint with config.sr
 
 # model name -> (video tokenizer preset, audio tokenizer preset, LM preset); the card is
 # models.card.BUILTIN_CARDS[name]
@@ -333,8 +335,10 @@ class Pipeline:
         dtype: str = "auto",
         compile: bool = False,
         quantize: str = "none",
+        sr: SuperResolution | None = None,
     ):
-        """dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
+        """sr: the super-resolution stage (config.sr), which makes the card's larger size.
+        dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
         the tokenizers stay float32). compile: sample with a torch.compile'd fixed-shape decode
         step (CUDA graphs); worth it on CUDA only. quantize: "int8" keeps the LM's block and
         output weights as int8 with a scale per row (models/quantize.py); "none": as dtype."""
@@ -351,6 +355,12 @@ class Pipeline:
         self.lm = lm.to(device=self.device, dtype=getattr(torch, dtype)).eval()
         self.quantize = quantize
         quantize_lm(self.lm, quantize)
+        if (sr is None) != (config.sr is None) or (sr is not None and self.card.sr_scale < 2):
+            raise ValueError(
+                "a super-resolution stage needs config.sr, its weights and card.sr_scale >= 2, "
+                "all three or none"
+            )
+        self.sr = None if sr is None else sr.to(self.device).eval()
         self.static_step = compile_decode_step() if compile else None
         self.text_encoder = load_text_encoder(
             config.text_encoder, config.text_encoder_path, config.text_tokens
@@ -500,14 +510,14 @@ class Pipeline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        for name in COMPONENTS:
-            module = getattr(self, name)
+        for name in COMPONENTS + ((SR_COMPONENT,) if self.sr is not None else ()):
+            module = self.sr if name == SR_COMPONENT else getattr(self, name)
             state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
             save_file(state, str(folder / f"{name}.safetensors"))
         return folder
 
     def num_params(self) -> dict[str, int]:
-        return _param_counts(self.video_tokenizer, self.audio_tokenizer, self.lm)
+        return _param_counts(self.video_tokenizer, self.audio_tokenizer, self.lm, self.sr)
 
     # ------------------------------------------------------------------ preparation
 
@@ -518,6 +528,11 @@ class Pipeline:
                 "with_audio adds a soundtrack to a video; text_to_image makes a still image"
             )
         card = self.card
+        if spec.size is not None and spec.size not in card.sizes:
+            raise TaskSpecError(
+                f"size {spec.size} is not available: model {card.name} makes "
+                f"{', '.join(card.sizes)}"
+            )
         seed = spec.seed if spec.seed is not None else random_seed()
         row = _Row(
             spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index
@@ -851,8 +866,43 @@ class Pipeline:
         clock.add("detokenize", time.perf_counter() - t0)
         return np.clip(audio, -1, 1)
 
+    def upscales(self, spec: TaskSpec) -> bool:
+        """Whether `spec`'s output goes through the super-resolution stage: a visual output
+        made by the model, at a size above the LM's."""
+        return (
+            self.sr is not None
+            and spec.task is not Task.video_to_audio
+            and self.card.upscales(spec.size)
+        )
+
+    def upscale(self, frames: np.ndarray, prompt: str | None, seed: int, clock) -> np.ndarray:
+        """Frames (T, H, W, 3) at the card's size -> (T, sH, sW, 3) through the SR stage: each
+        window of up to a clip's frames (the tokenizer's causal unit; an image is one frame)
+        tokenized, its codes at s times the size sampled in the stage's parallel steps (window k
+        with seed + k), decoded by the same video tokenizer."""
+        sr = cast(SuperResolution, self.sr)
+        t0 = time.perf_counter()
+        n = self.card.clip_frames
+        out = []
+        with torch.inference_mode():
+            text = mask = None
+            if prompt:
+                text, mask = self.text_encoder([prompt])
+            for k, start in enumerate(range(0, len(frames), n)):
+                window = frames[start : start + n]
+                padded = fit_length(window, 4 * (-(-(len(window) - 1) // 4)) + 1)  # 4j + 1
+                x = VideoTokenizer.frames_to_tensor(padded).to(self.device)
+                low = self.video_tokenizer.encode(x)  # (1, t, h, w)
+                high = sample_sr(sr, low, text, mask, [seed + k], guidance=sr.config.guidance)
+                pixels = VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(high))[0]
+                out.append(pixels[: len(window)])
+        clock.add("super_resolution", time.perf_counter() - t0)
+        return np.concatenate(out)
+
     def _result(self, row: _Row, clock: _Clock) -> GenerationResult:
         card = self.card
+        if self.upscales(row.spec) and row.frames is not None:
+            row.frames = self.upscale(row.frames, row.spec.prompt, row.seed, clock)
         return GenerationResult(
             frames=row.frames,
             fps=card.fps,
@@ -915,9 +965,12 @@ def _check_array(name: str, value: np.ndarray, ndim: int) -> np.ndarray:
     return value
 
 
-def _param_counts(video, audio, lm) -> dict[str, int]:
+def _param_counts(video, audio, lm, sr=None) -> dict[str, int]:
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    return {"video_tokenizer": count(video), "audio_tokenizer": count(audio), "lm": count(lm)}
+    counts = {"video_tokenizer": count(video), "audio_tokenizer": count(audio), "lm": count(lm)}
+    if sr is not None:
+        counts[SR_COMPONENT] = count(sr)
+    return counts
 
 
 # ---------------------------------------------------------------------- loading
@@ -994,8 +1047,19 @@ def load_pipeline(
         module.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
     lm = modules[2]
     lm.rope = rope_tables(config.lm.max_seq_len, config.lm.head_dim, config.lm.rope_base)
+    sr = None
+    if config.sr is not None:
+        path = folder / f"{SR_COMPONENT}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"checkpoint {folder} lacks {path.name} (its config.json has a super_resolution "
+                "stage): train it with `videopoet train sr`"
+            )
+        with torch.device("meta"):
+            sr = SuperResolution(config.sr)
+        sr.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
     log.info("loaded %s from %s", config.name, folder)
-    return Pipeline(config, *modules, **options)
+    return Pipeline(config, *modules, **options, sr=sr)
 
 
 def describe(name_or_path: str) -> dict:
@@ -1012,7 +1076,8 @@ def describe(name_or_path: str) -> dict:
             PrefixLM(config.lm),
         )
         bert = MiniLMEncoder(BertConfig())
-    params = _param_counts(video, audio, lm)
+        sr = SuperResolution(config.sr) if config.sr is not None else None
+    params = _param_counts(video, audio, lm, sr)
     params["text_encoder (frozen)"] = sum(p.numel() for p in bert.parameters())
     params["total"] = sum(params.values())
     vt, at = config.video, config.audio
@@ -1040,4 +1105,15 @@ def describe(name_or_path: str) -> dict:
             task.value: layout.length for task, layout in shapes.layouts().items()
         },
         "context_length": config.lm.max_seq_len,
+        "sizes": config.card.sizes,
+        "super_resolution": None
+        if config.sr is None
+        else {
+            "scale": config.sr.scale,
+            "latent_grid": list(config.sr.grid),  # (t, h, w) of one clip at the larger size
+            "tokens_per_clip": int(np.prod(config.sr.grid)),
+            "from_tokens_per_clip": int(np.prod(config.sr.low_grid)),
+            "steps": config.sr.steps,
+            "code_groups": config.sr.code_groups,
+        },
     }

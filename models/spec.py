@@ -117,6 +117,9 @@ class TaskSpec(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     # On a video task: run video_to_audio after it and return a soundtrack.
     with_audio: bool = False
+    # Output size WIDTHxHEIGHT, one of the model card's `sizes`; None: its default (the
+    # largest). A size above the LM's goes through the super-resolution stage.
+    size: str | None = None
     # Pixel box (x0, y0, x1, y1) in the input video's own pixels, x1 > x0, y1 > y0.
     # inpaint regenerates inside it; outpaint keeps inside it and generates the rest.
     # None: the centre half of the frame.

@@ -48,6 +48,7 @@ class SRConfig:
     multiple_of: int = 32
     norm_eps: float = 1e-5
     steps: int = 8  # parallel decoding steps of `sample`
+    guidance: float = 1.0  # the served stage's classifier-free guidance scale (1: off)
     text_drop: float = 0.1  # rows trained without their text (classifier-free guidance)
 
     def __post_init__(self) -> None:
@@ -227,17 +228,19 @@ class SuperResolution(nn.Module):
         codes; text (B, L, text_dim) with text_mask (B, L) True where a word is, or None (no
         text: the null state alone). -> logits (B, t, h, w, groups, group_size)."""
         c = self.config
-        B = high.shape[0]
-        if tuple(high.shape[1:4]) != c.grid or tuple(low.shape[1:]) != c.low_grid:
+        B, t = high.shape[:2]
+        grid, low_grid = (t, *c.grid[1:]), (t, *c.low_grid[1:])
+        if not 1 <= t <= c.grid[0] or tuple(high.shape[1:4]) != grid or low.shape[1:] != low_grid:
             raise ValueError(
-                f"expected high (B, {c.grid}, {c.code_groups}) and low (B, {c.low_grid}); got "
+                f"expected high (B, t, {c.grid[1]}, {c.grid[2]}, {c.code_groups}) and low "
+                f"(B, t, {c.low_grid[1]}, {c.low_grid[2]}), t in 1..{c.grid[0]}; got "
                 f"{tuple(high.shape)} and {tuple(low.shape)}"
             )
         x = sum(e(high[..., i]) for i, e in enumerate(self.high_embed))
         low_sub = self.split_codes(low)
         lo = sum(e(low_sub[..., i]) for i, e in enumerate(self.low_embed))
         lo = lo.repeat_interleave(c.scale, dim=2).repeat_interleave(c.scale, dim=3)
-        t, h, w = (torch.arange(n, device=high.device) for n in c.grid)
+        t, h, w = (torch.arange(n, device=high.device) for n in grid)
         pos = (
             self.pos_t(t)[:, None, None] + self.pos_h(h)[None, :, None] + self.pos_w(w)[None, None]
         )
@@ -300,7 +303,8 @@ def sample(
     guidance: float = 1.0,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """High-resolution codes (B, t, h, w) for low-resolution codes (B, t, h/s, w/s), in
+    """High-resolution codes (B, t, h, w) for low-resolution codes (B, t, h/s, w/s) (t up to
+    the config's latent frames: a clip, a shorter window or an image), in
     `steps` parallel steps (default the config's). Each step guesses every unknown token (one
     draw per sub-code from the row's own generator, seeded by `seeds`: a row's output does not
     depend on the others), then keeps the most confident guesses (the sum of their sub-codes'
@@ -308,13 +312,14 @@ def sample(
     share stays unknown. guidance > 1: classifier-free guidance against the null text;
     guidance 1 runs the conditional pass alone. temperature 0: the most likely codes."""
     c = model.config
-    B, N, dev = low.shape[0], math.prod(c.grid), low.device
+    grid = (low.shape[1], *c.grid[1:])  # an image or a short window: fewer latent frames
+    B, N, dev = low.shape[0], math.prod(grid), low.device
     steps = steps or c.steps
     if len(seeds) != B:
         raise ValueError(f"one seed per row: {B} rows, {len(seeds)} seeds")
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     k, g = c.code_groups, c.group_size
-    high = torch.full((B, *c.grid, k), model.mask_id, dtype=torch.long, device=dev)
+    high = torch.full((B, *grid, k), model.mask_id, dtype=torch.long, device=dev)
     known = torch.zeros(B, N, dtype=torch.bool, device=dev)
     guided = guidance != 1 and text is not None
     for s in range(steps):
@@ -349,6 +354,6 @@ def sample(
         flat = high.flatten(1, 3)
         new = keep & ~known
         flat[new] = guess[new]
-        high = flat.view(B, *c.grid, k)
+        high = flat.view(B, *grid, k)
         known = keep
     return model.join_codes(high)

@@ -209,6 +209,7 @@ class WorkerPool:
     redis_url: str
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    model: str = MODEL  # the card name whose queue the workers serve
 
     def start(self, **overrides: str) -> str:
         name = f"test-worker-{uuid.uuid4().hex[:6]}"
@@ -241,7 +242,7 @@ class WorkerPool:
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker {name} exited; log:\n{self.log(name)}")
-            return client.zscore(WORKERS_KEY.format(queue_name(MODEL)), name) is not None
+            return client.zscore(WORKERS_KEY.format(queue_name(self.model)), name) is not None
 
         try:
             wait_for(ready, timeout, f"worker {name}", interval=0.2)

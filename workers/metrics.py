@@ -22,7 +22,8 @@ QUEUE_WAIT = Histogram(
 )
 STAGE_SECONDS = Histogram(
     "videopoet_job_stage_seconds",
-    "Time per stage of a job: inputs (decode), text, tokenize, sampling, detokenize, mux.",
+    "Time per stage of a job: inputs (decode), text, tokenize, sampling, detokenize, "
+    "super_resolution, mux.",
     ["stage"],
     buckets=SECONDS_BUCKETS,
 )

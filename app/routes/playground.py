@@ -60,7 +60,8 @@ def playground_config(state: StateDep) -> dict[str, Any]:
     ]
     return {
         "model": card.name,
-        "size": card.size,
+        "size": card.default_size,
+        "sizes": card.sizes,
         "fps": card.fps,
         "clip_seconds": card.clip_seconds,
         "max_seconds": card.max_seconds,

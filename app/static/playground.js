@@ -120,7 +120,7 @@ function buildForm() {
   if (!state.tasks[name].image_output && $("seconds").value) {
     form.append("seconds", $("seconds").value);
   }
-  for (const id of ["seed", "temperature", "top-k", "guidance"]) {
+  for (const id of ["seed", "size", "temperature", "top-k", "guidance"]) {
     const control = $(id);
     if (control.value !== "") form.append(control.name, control.value);
   }
@@ -529,8 +529,12 @@ async function start() {
     return;
   }
   const config = state.config;
-  $("model").textContent = `model ${config.model} · ${config.size} · ${config.fps} fps · ` +
-    `clips of ${config.clip_seconds} s`;
+  $("model").textContent = `model ${config.model} · ${config.sizes.join(" or ")} · ` +
+    `${config.fps} fps · clips of ${config.clip_seconds} s`;
+  // the sizes the model serves, largest (its default) first; previews stay at the smallest
+  const sizes = $("size");
+  for (const size of [...config.sizes].reverse()) sizes.add(new Option(size, size));
+  sizes.value = config.size;
   // left empty, the guidance is the model's own: show it as the field's placeholder
   $("guidance").placeholder = String(config.guidance_scale);
   const select = $("task");

@@ -66,6 +66,7 @@ def set_sr_config(run: Run, preset: str | None) -> SRConfig:
     if run.world.main:
         d = json.loads(path.read_text())
         d["super_resolution"] = sr.to_dict()
+        d["card"]["sr_scale"] = sr.scale  # the card serves both sizes (the larger by default)
         path.write_text(json.dumps(d, indent=2) + "\n")
         log.info("super_resolution (%s preset, grid %s) written into %s", name, sr.grid, path)
     distributed.barrier()

@@ -25,7 +25,7 @@ def _error(response, status: int) -> dict:
         ({"prompt": "x", "task": "image_to_video"}, 422, "needs image; missing image"),
         ({"prompt": "x", "task": "stylize"}, 422, "needs prompt, video; missing video"),
         ({"prompt": "x", "size": "big"}, 422, "size must be WIDTHxHEIGHT such as '32x32'"),
-        ({"prompt": "x", "size": "1280x720"}, 422, "accepted size: 32x32"),
+        ({"prompt": "x", "size": "1280x720"}, 422, "accepted sizes: 32x32"),
         ({"prompt": "x", "seconds": "four"}, 422, "seconds must be a number of seconds"),
         ({"prompt": "x", "seconds": "-2"}, 422, "seconds must be greater than 0"),
         ({"prompt": "x", "seconds": "90"}, 422, "less than or equal to 60"),
@@ -172,7 +172,7 @@ def test_content_of_an_unfinished_video_is_409(api: Service) -> None:
 
 def test_the_sdk_raises_typed_errors(api: Service) -> None:
     client = api.openai()
-    with pytest.raises(openai.UnprocessableEntityError, match="accepted size: 32x32"):
+    with pytest.raises(openai.UnprocessableEntityError, match="accepted sizes: 32x32"):
         client.videos.create(prompt="x", size="720x1280")
     with pytest.raises(openai.NotFoundError):
         client.videos.retrieve("video_missing")

@@ -1,5 +1,6 @@
 """The super-resolution stage (models/super_resolution.py) on its tiny preset."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,7 +124,88 @@ def test_configs_that_cannot_work_are_refused_with_what_is_accepted() -> None:
         SRConfig.from_name("huge")
     model = _model()
     low, text, mask = _inputs(model)
-    with pytest.raises(ValueError, match=r"expected high \(B, \(5, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"expected high \(B, t, 8, 8, 1\)"):
         model(torch.zeros(1, 5, 6, 6, 1, dtype=torch.long), low[:1], None, None)
     with pytest.raises(ValueError, match="one seed per row"):
         sample(model, low, text, mask, seeds=[1])
+
+
+# --- the stage in the pipeline ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sr_pipe(tmp_path_factory):
+    from models.pipeline import load_pipeline
+    from tests.models.sr_checkpoint import tiny_sr_checkpoint
+
+    return load_pipeline(str(tiny_sr_checkpoint(tmp_path_factory.mktemp("tiny-sr"))))
+
+
+def test_a_checkpoint_with_sr_serves_both_sizes_the_larger_by_default(sr_pipe) -> None:
+    from models.spec import Task, TaskSpec
+
+    assert sr_pipe.card.sizes == ["32x32", "64x64"] and sr_pipe.card.default_size == "64x64"
+    spec = TaskSpec(task=Task.text_to_video, prompt="a red circle moves left", seed=4)
+    big = sr_pipe.generate(spec)
+    small = sr_pipe.generate(spec.model_copy(update={"size": "32x32"}))
+    assert big.frames.shape == (17, 64, 64, 3) and small.frames.shape == (17, 32, 32, 3)
+    assert big.timings["super_resolution"] > 0 and "super_resolution" not in small.timings
+    assert np.array_equal(sr_pipe.generate(spec).frames, big.frames)  # one seed, one video
+    # the stage samples from the low-resolution video: another seed, another video at both
+    other = sr_pipe.generate(spec.model_copy(update={"seed": 5}))
+    assert not np.array_equal(other.frames, big.frames)
+    image = sr_pipe.generate(TaskSpec(task=Task.text_to_image, prompt="a blue square", seed=1))
+    assert image.frames.shape == (1, 64, 64, 3)
+    long = sr_pipe.generate(spec.model_copy(update={"seconds": 3.0}))
+    assert long.frames.shape == (24, 64, 64, 3)  # a clip and a shorter window after it
+
+
+def test_a_batch_mixes_sizes_and_each_row_is_its_solo_run(sr_pipe) -> None:
+    from models.spec import Task, TaskSpec
+
+    specs = [
+        TaskSpec(task=Task.text_to_video, prompt="a green triangle moves up", seed=s, size=z)
+        for s, z in ((1, None), (2, "32x32"), (3, "64x64"))
+    ]
+    rows = sr_pipe.generate_batch(specs)
+    assert [r.frames.shape[1] for r in rows] == [64, 32, 64]
+    for spec, row in zip(specs, rows):
+        assert np.array_equal(sr_pipe.generate(spec).frames, row.frames)
+
+
+def test_a_size_the_checkpoint_does_not_serve_is_refused(sr_pipe) -> None:
+    from models.pipeline import load_pipeline
+    from models.spec import Task, TaskSpec, TaskSpecError
+
+    spec = TaskSpec(task=Task.text_to_video, prompt="x", size="128x128")
+    with pytest.raises(TaskSpecError, match="makes 32x32, 64x64"):
+        sr_pipe.generate(spec)
+    with pytest.raises(TaskSpecError, match="makes 32x32$"):
+        load_pipeline("tiny").generate(spec.model_copy(update={"size": "64x64"}))
+
+
+def test_rows_of_a_continuous_batch_go_through_sr_as_they_would_alone(sr_pipe) -> None:
+    from models.spec import GenerationInputs, Task, TaskSpec
+    from tests.models.test_engine import _run
+
+    specs = {
+        k: TaskSpec(task=Task.text_to_video, prompt=f"shape {k}", seed=k, size=size)
+        for k, size in enumerate(["64x64", "32x32", None])
+    }
+    batch = sr_pipe.continuous(specs[0], capacity=2)
+    frames, _, previews = _run(batch, specs, {0: 0, 1: 3, 2: 4}, preview=True)
+    for k, spec in specs.items():
+        np.testing.assert_array_equal(frames[k], sr_pipe.generate(spec, GenerationInputs()).frames)
+    assert frames[0].shape[1:3] == (64, 64) and frames[1].shape[1:3] == (32, 32)
+    assert all(p.shape[1:3] == (32, 32) for p in previews[0])  # previews stay at the LM's size
+
+
+def test_info_reports_the_stage_and_its_token_counts(tmp_path) -> None:
+    from models.pipeline import describe
+    from tests.models.sr_checkpoint import tiny_sr_checkpoint
+
+    info = describe(str(tiny_sr_checkpoint(tmp_path / "ckpt")))
+    assert info["sizes"] == ["32x32", "64x64"]
+    sr = info["super_resolution"]
+    assert sr["scale"] == 2 and sr["latent_grid"] == [5, 8, 8]
+    assert sr["tokens_per_clip"] == 320 and sr["from_tokens_per_clip"] == 80
+    assert info["parameters"]["super_resolution"] > 0
+    assert describe("tiny")["super_resolution"] is None and describe("tiny")["sizes"] == ["32x32"]
