@@ -30,6 +30,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -38,6 +39,8 @@ from models import shapes_av as av
 
 log = logging.getLogger(__name__)
 
+# In pixels of a 64-pixel-wide frame: the analysers measure any frame size in those units, so
+# that one threshold reads a 64x64 and a 128x128 video alike.
 MIN_OBJECT_PIXELS = 12  # fewer saturated pixels than this: no object in the frame
 STILL_PX = 6.0  # centroid travel below this (of the 24 px a moving object covers): still
 
@@ -55,7 +58,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray | None:
     if n <= 1:
         return None
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[best, cv2.CC_STAT_AREA] < MIN_OBJECT_PIXELS:
+    if stats[best, cv2.CC_STAT_AREA] < MIN_OBJECT_PIXELS * (mask.shape[1] / av.SIZE) ** 2:
         return None
     return lab == best
 
@@ -95,17 +98,19 @@ class Track:
 
 
 def track(frames: np.ndarray) -> Track:
+    """Positions and sides in pixels of a 64-pixel-wide frame, whatever the frames' size."""
     n = len(frames)
     cx, cy, fill, side = (np.full(n, np.nan) for _ in range(4))
+    unit = av.SIZE / frames.shape[2] if n else 1.0
     for t, f in enumerate(frames):
         comp = _largest_component(object_mask(f))
         if comp is None:
             continue
         ys, xs = np.nonzero(comp)
         w, h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-        cx[t], cy[t] = xs.mean() + 0.5, ys.mean() + 0.5
+        cx[t], cy[t] = (xs.mean() + 0.5) * unit, (ys.mean() + 0.5) * unit
         fill[t] = comp.sum() / float(w * h)
-        side[t] = max(w, h)
+        side[t] = max(w, h) * unit
     return Track(cx, cy, fill, side)
 
 
@@ -345,6 +350,84 @@ def tokenizers_only(model: str, device: str):
     )
 
 
+class _Timings:
+    """The clock `Pipeline.upscale` reports to, kept."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+
+def sr_pixels(pipe) -> int | None:
+    """The side of the SR stage's square output (128 for the demo), or None without one."""
+    sr = getattr(pipe, "sr", None)
+    if sr is None or pipe.card.width != pipe.card.height:
+        return None
+    return pipe.card.width * sr.config.scale
+
+
+def sr_rows(pipe, specs, clips, unrelated, seed: int) -> list[Row]:
+    """The SR stage from the codes of the true clips at the LM's size: PSNR against the true
+    render at its size, beside the same codes decoded at the LM's size and resized (the decoder
+    alone), the true render through the tokenizer at the larger size (the ceiling) and an
+    unrelated clip (chance); shape read off each; and the time the stage adds to a video."""
+    import time as clock
+
+    from models.conditioning import resize_frames
+    from models.spec import Task, TaskSpec
+
+    size = cast(int, sr_pixels(pipe))
+    truths = [av.render_frames(sp, size) for sp in specs]
+    sr_out, plain = [], []
+    for i, c in enumerate(clips):
+        sr_out.append(pipe.upscale(c.frames, c.caption, seed * 1000 + i, _Timings()))
+        small = round_trip_video(pipe.video_tokenizer, c.frames, pipe.device)
+        plain.append(resize_frames(small, size, size))
+    ceiling = [round_trip_video(pipe.video_tokenizer, t, pipe.device) for t in truths]
+    labels = [c.labels for c in clips]
+    name = f"super_resolution {size}x{size}"
+
+    def mean_psnr(outs) -> float:
+        return float(np.mean([psnr(t, o) for t, o in zip(truths, outs)]))
+
+    chance = mean_psnr([truths[(i + 1) % len(truths)] for i in range(len(truths))])
+    rows = [
+        Row(name, "PSNR, SR from the true codes", mean_psnr(sr_out), chance, None, "", "dB"),
+        Row(name, "PSNR, decoder alone (resized)", mean_psnr(plain), chance, None, "", "dB"),
+        Row(name, "PSNR, tokenizer at this size", mean_psnr(ceiling), chance, None, "", "dB"),
+    ]
+    for metric, outs in (("shape, SR", sr_out), ("shape, decoder alone", plain)):
+        rows.append(
+            Row(
+                name,
+                metric,
+                _acc([classify_shape(f) for f in outs], [lab["shape"] for lab in labels]),
+                1 / 3,
+                _acc([classify_shape(t) for t in truths], [lab["shape"] for lab in labels]),
+            )
+        )
+    # seconds of a video alone at each size (the first few captions, after one untimed run of
+    # each): what the stage adds
+    base = big = 0.0
+    for i, c in enumerate(clips[:5]):
+        spec = TaskSpec(task=Task.text_to_video, prompt=c.caption, seed=seed * 1000 + i)
+        for z in (pipe.card.size, f"{size}x{size}"):
+            t0 = clock.perf_counter()
+            pipe.generate(spec.model_copy(update={"size": z}))
+            spent = clock.perf_counter() - t0
+            if i == 0:
+                continue
+            if z == pipe.card.size:
+                base += spent
+            else:
+                big += spent
+    added = big / base - 1 if base else float("nan")
+    rows.append(Row(name, "time added to a video", added, 0.0, None, "<= 40 %"))
+    return rows
+
+
 def round_trip_video(tokenizer, frames: np.ndarray, device="cpu") -> np.ndarray:
     """uint8 frames (T, H, W, 3) through encode -> decode: what the tokenizer keeps of them."""
     import torch
@@ -414,7 +497,13 @@ def run_eval(
     rows: list[Row] = []
     if guidance is None:
         guidance = card.guidance_scale
-    sampling = {"temperature": temperature, "top_k": top_k, "guidance_scale": guidance}
+    # every task at the LM's own size; the SR stage's rows upscale those same videos
+    sampling = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "guidance_scale": guidance,
+        "size": card.size,
+    }
 
     def gen(task: Task, prompts, inputs):
         t0 = time.perf_counter()
@@ -509,6 +598,34 @@ def run_eval(
                     target,
                 )
             )
+        # ... and the same videos at the SR stage's size: what a request of the default size
+        # gets (the pipeline upscales the LM's video with the request's own seed)
+        sr_size = sr_pixels(pipe)
+        if sr_size:
+            big = [
+                pipe.upscale(f, c.caption, seed * 1000 + i, _Timings())
+                for i, (f, c) in enumerate(zip(frames, clips))
+            ]
+            truths = [av.render_frames(sp, sr_size) for sp in specs]
+            for metric, fn, key, chance, target in (
+                ("colour", dominant_colour, "colour", 1 / 6, ">= 95 %"),
+                ("shape", classify_shape, "shape", 1 / 3, ">= 70 %"),
+                ("size", classify_size, "size", 1 / 2, ""),
+                ("motion", classify_motion, "motion", 1 / 6, ">= the 64x64 row"),
+            ):
+                rows.append(
+                    Row(
+                        f"text_to_video {sr_size}x{sr_size}",
+                        f"{metric} accuracy",
+                        _acc([fn(f) for f in big], [lab[key] for lab in labels]),
+                        chance,
+                        _acc([fn(f) for f in truths], [lab[key] for lab in labels]),
+                        target,
+                    )
+                )
+    # ---- the super-resolution stage on the true clips' codes: what it adds over the decoder
+    if on("super_resolution") and sr_pixels(pipe):
+        rows += sr_rows(pipe, specs, clips, unrelated, seed)
     # ---- held-out words (issue #34): the text_to_video clips and sampling seeds again, each
     # caption changed in one thing only (models.captions.eval_caption): the colour named by a
     # training name other than the world's own word, or by a held-out name; the motion in a
@@ -784,8 +901,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tasks",
         default="",
-        help="comma-separated subset (tokenizers, text_to_video, words, ...); words: "
-        "text_to_video with held-out colour names, motion phrasings and style words",
+        help="comma-separated subset (tokenizers, text_to_video, words, super_resolution, ...); "
+        "words: text_to_video with held-out colour names, motion phrasings and style words; "
+        "a checkpoint with an SR stage adds text_to_video rows at its size and the "
+        "super_resolution rows",
     )
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

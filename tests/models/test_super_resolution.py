@@ -209,3 +209,21 @@ def test_info_reports_the_stage_and_its_token_counts(tmp_path) -> None:
     assert sr["tokens_per_clip"] == 320 and sr["from_tokens_per_clip"] == 80
     assert info["parameters"]["super_resolution"] > 0
     assert describe("tiny")["super_resolution"] is None and describe("tiny")["sizes"] == ["32x32"]
+
+
+def test_eval_reads_both_sizes_and_reports_the_stage(tmp_path) -> None:
+    from models.evaluate import run_eval
+    from tests.models.sr_checkpoint import tiny_sr_checkpoint
+
+    folder = tiny_sr_checkpoint(tmp_path / "ckpt")
+    rows = run_eval(str(folder), 3, tasks=["text_to_video", "super_resolution"])
+    by = {(r.task, r.metric): r for r in rows}
+    assert ("text_to_video", "shape accuracy") in by  # the LM's size
+    big = by[("text_to_video 64x64", "shape accuracy")]
+    assert big.truth == 1.0  # the analyser reads every true 64x64 render's shape
+    assert by[("text_to_video 64x64", "motion accuracy")].truth == 1.0
+    psnr = by[("super_resolution 64x64", "PSNR, tokenizer at this size")]
+    assert psnr.unit == "dB" and psnr.chance > 0
+    for metric in ("PSNR, SR from the true codes", "PSNR, decoder alone (resized)"):
+        assert by[("super_resolution 64x64", metric)].value > 0
+    assert by[("super_resolution 64x64", "time added to a video")].value > -1  # measured
