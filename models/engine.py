@@ -454,23 +454,44 @@ class ContinuousBatch:
         results: dict[Hashable, GenerationResult | Exception] = {}
         if "visual_out" in self.layout.segments:
             t = 1 if self.task is Task.text_to_image else p.shapes.t_clip
+            h, w = p.shapes.latent_hw
+            # rows bound for the SR stage: it reads their codes, one row at a time
+            upscaled = {k for k, s in streams.items() if p.upscales(s.row.spec)}
+            plain = [k for k in streams if k not in upscaled]
+            for key in upscaled:
+                stream = streams[key]
+                try:
+                    with torch.inference_mode():
+                        codes = self._visual(stream, cast(torch.Tensor, stream.tokens)[None])
+                    row = stream.row
+                    row.frames = p.upscale_codes(
+                        codes.reshape(t, h, w), row.spec.prompt, row.seed, _RowClock(stream.timings)
+                    )
+                except Exception as exc:
+                    results[key] = exc
             t0 = time.perf_counter()
             try:
-                with torch.inference_mode():
-                    codes = torch.cat(
-                        [
-                            self._visual(s, cast(torch.Tensor, s.tokens)[None])
-                            for s in streams.values()
-                        ]
-                    )
-                    frames = p.decode_video_tokens(codes, t)
+                if plain:
+                    with torch.inference_mode():
+                        codes = torch.cat(
+                            [
+                                self._visual(
+                                    streams[k], cast(torch.Tensor, streams[k].tokens)[None]
+                                )
+                                for k in plain
+                            ]
+                        )
+                        frames = p.decode_video_tokens(codes, t)
             except Exception as exc:  # the shared decode: each of them gets the error
-                return dict.fromkeys(keys, exc)
+                results.update(dict.fromkeys(plain, exc))
+                plain = []
             spent = time.perf_counter() - t0
-            for stream, f in zip(streams.values(), frames):
-                stream.row.frames = f
-                stream.timings["detokenize"] = spent
+            for key, f in zip(plain, frames if plain else []):
+                streams[key].row.frames = f
+                streams[key].timings["detokenize"] = spent
         for key, stream in streams.items():
+            if key in results:  # its decode failed
+                continue
             try:
                 results[key] = self._result(stream)
             except Exception as exc:
@@ -488,8 +509,6 @@ class ContinuousBatch:
                 row.audio, round(len(row.frames) / p.card.fps * p.card.sample_rate)
             )
         card = p.card
-        if p.upscales(row.spec) and row.frames is not None:
-            row.frames = p.upscale(row.frames, row.spec.prompt, row.seed, _RowClock(stream.timings))
         return GenerationResult(
             frames=row.frames,
             fps=card.fps,

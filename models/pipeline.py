@@ -250,6 +250,9 @@ class _Row:
     new_frames: int  # frames to generate (continuation: beyond the input)
     index: int = 0  # position in the caller's batch
     frames: np.ndarray | None = None  # the video so far, (T, H, W, 3) at the card's size
+    # a one-clip output bound for the SR stage: its visual codes (t, h, w), which the stage
+    # reads as they are (no decode at the card's size)
+    codes: torch.Tensor | None = None
     audio: np.ndarray | None = None
     prefix_tokens: int = 0
     generated_tokens: int = 0
@@ -595,22 +598,15 @@ class Pipeline:
         card = self.card
         if task in (Task.unconditional, Task.text_to_video, Task.text_to_image):
             out = self._sample(task, rows, params, text, clock, dropped)
-            frames = self._decode_video(
-                out["visual_out"],
-                1 if task is Task.text_to_image else self.shapes.t_clip,
-                clock,
-                dropped,
-            )
-            for row, f in zip(rows, frames):
-                row.frames = f
+            t = 1 if task is Task.text_to_image else self.shapes.t_clip
+            self._set_visual(rows, out["visual_out"], t, clock, dropped)
         elif task is Task.image_to_video:
             image_tokens = self._encode_video([r.frames for r in rows], clock)  # (B, 1, h, w)
             out = self._sample(
                 task, rows, params, text, clock, dropped, visual_in=image_tokens.flatten(1)
             )
             tokens = torch.cat([image_tokens.flatten(1), out["visual_out"]], dim=1)
-            for row, f in zip(rows, self._decode_video(tokens, self.shapes.t_clip, clock, dropped)):
-                row.frames = f
+            self._set_visual(rows, tokens, self.shapes.t_clip, clock, dropped)
         elif task is Task.continuation:
             target = [len(r.frames) + r.new_frames for r in rows]
             for _ in range(-(-rows[0].new_frames // card.step_frames)):
@@ -623,24 +619,18 @@ class Pipeline:
             control = [stylize_control(r.frames) for r in rows]
             tokens = self._encode_video(control, clock).flatten(1)
             out = self._sample(task, rows, params, text, clock, dropped, visual_in=tokens)
-            for row, f in zip(
-                rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
-            ):
-                row.frames = f
+            self._set_visual(rows, out["visual_out"], self.shapes.t_clip, clock, dropped)
         elif task is Task.audio_to_video:
             codes = self._encode_audio([r.audio for r in rows], clock)
             out = self._sample(task, rows, params, text, clock, dropped, audio_in=codes)
-            for row, f in zip(
-                rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
-            ):
-                row.frames = f
+            self._set_visual(rows, out["visual_out"], self.shapes.t_clip, clock, dropped)
         elif task is Task.video_to_audio:
             for row, audio in zip(rows, self._soundtrack(rows, params, text, clock, dropped)):
                 row.audio = audio
         elif task is Task.av_continuation:
             self._av_continue(rows, params, text, clock, dropped)
         # Long video: continue the first clip on its own last second.
-        if task in _EXTENDS and task is not Task.continuation:
+        if task in _EXTENDS and task is not Task.continuation and rows[0].codes is None:
             while len(rows[0].frames) < rows[0].new_frames:
                 self._continue(rows, params, text, clock, dropped)
             for row in rows:
@@ -654,9 +644,8 @@ class Pipeline:
                 row.audio = audio
         if task is Task.audio_to_video:  # the result plays the audio it was made from
             for row in rows:
-                row.audio = fit_samples(
-                    row.audio, round(len(row.frames) / card.fps * card.sample_rate)
-                )
+                n = card.clip_frames if row.frames is None else len(row.frames)
+                row.audio = fit_samples(row.audio, round(n / card.fps * card.sample_rate))
 
     def _sample(
         self,
@@ -794,6 +783,34 @@ class Pipeline:
         clock.add("tokenize", time.perf_counter() - t0)
         return codes
 
+    def _set_visual(
+        self, rows: list[_Row], tokens: torch.Tensor, t: int, clock: _Clock, dropped
+    ) -> None:
+        """Each row's output from its flat visual codes (B, t*h*w): a row whose one-clip output
+        goes through the SR stage keeps its codes for it; the others are decoded (rows that
+        `dropped()` names are neither)."""
+        h, w = self.shapes.latent_hw
+        live = _live_rows(len(rows), dropped)  # GenerationCancelled when none is
+        keep = {k for k in live if self._sr_from_codes(rows[k], t)}
+        for k in keep:
+            rows[k].codes = tokens[k].reshape(t, h, w)
+        gone = set(range(len(rows))) - set(live)
+        if not set(live) - keep:
+            return  # nothing to decode at the card's size
+        frames = self._decode_video(tokens, t, clock, lambda: gone | keep)
+        for k, row in enumerate(rows):
+            if k not in keep:
+                row.frames = frames[k]
+
+    def _sr_from_codes(self, row: _Row, t: int) -> bool:
+        """Whether the SR stage reads this row's codes: its output is one pass's visual codes
+        (no continuation after it, no soundtrack made from its frames)."""
+        return (
+            self.upscales(row.spec)
+            and not row.spec.with_audio
+            and row.new_frames <= 4 * (t - 1) + 1
+        )
+
     def _decode_video(
         self, tokens: torch.Tensor, t: int, clock: _Clock, dropped=None
     ) -> np.ndarray:
@@ -878,30 +895,45 @@ class Pipeline:
     def upscale(self, frames: np.ndarray, prompt: str | None, seed: int, clock) -> np.ndarray:
         """Frames (T, H, W, 3) at the card's size -> (T, sH, sW, 3) through the SR stage: each
         window of up to a clip's frames (the tokenizer's causal unit; an image is one frame)
-        tokenized, its codes at s times the size sampled in the stage's parallel steps (window k
-        with seed + k), decoded by the same video tokenizer."""
-        sr = cast(SuperResolution, self.sr)
-        t0 = time.perf_counter()
+        tokenized, then as `upscale_codes` (window k with seed + k)."""
         n = self.card.clip_frames
         out = []
+        for k, start in enumerate(range(0, len(frames), n)):
+            window = frames[start : start + n]
+            padded = fit_length(window, 4 * (-(-(len(window) - 1) // 4)) + 1)  # 4j + 1 frames
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                x = VideoTokenizer.frames_to_tensor(padded).to(self.device)
+                codes = self.video_tokenizer.encode(x)[0]  # (t, h, w)
+            clock.add("super_resolution", time.perf_counter() - t0)
+            out.append(self.upscale_codes(codes, prompt, seed + k, clock)[: len(window)])
+        return np.concatenate(out)
+
+    def upscale_codes(
+        self, codes: torch.Tensor, prompt: str | None, seed: int, clock
+    ) -> np.ndarray:
+        """Visual codes (t, h, w) at the card's size -> frames (4(t - 1) + 1, sH, sW, 3): the
+        SR stage samples the codes at s times the size in its parallel steps (with `seed` and
+        the prompt), and the same video tokenizer decodes them."""
+        sr = cast(SuperResolution, self.sr)
+        t0 = time.perf_counter()
         with torch.inference_mode():
             text = mask = None
             if prompt:
                 text, mask = self.text_encoder([prompt])
-            for k, start in enumerate(range(0, len(frames), n)):
-                window = frames[start : start + n]
-                padded = fit_length(window, 4 * (-(-(len(window) - 1) // 4)) + 1)  # 4j + 1
-                x = VideoTokenizer.frames_to_tensor(padded).to(self.device)
-                low = self.video_tokenizer.encode(x)  # (1, t, h, w)
-                high = sample_sr(sr, low, text, mask, [seed + k], guidance=sr.config.guidance)
-                pixels = VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(high))[0]
-                out.append(pixels[: len(window)])
+            low = codes[None].to(self.device)
+            high = sample_sr(sr, low, text, mask, [seed], guidance=sr.config.guidance)
+            frames = VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(high))[0]
         clock.add("super_resolution", time.perf_counter() - t0)
-        return np.concatenate(out)
+        return frames
 
     def _result(self, row: _Row, clock: _Clock) -> GenerationResult:
         card = self.card
-        if self.upscales(row.spec) and row.frames is not None:
+        if row.codes is not None:
+            frames = self.upscale_codes(row.codes, row.spec.prompt, row.seed, clock)
+            extends = row.spec.task in _EXTENDS  # a short video: the first frames of the clip
+            row.frames = frames[: row.new_frames] if extends else frames
+        elif self.upscales(row.spec) and row.frames is not None:
             row.frames = self.upscale(row.frames, row.spec.prompt, row.seed, clock)
         return GenerationResult(
             frames=row.frames,
