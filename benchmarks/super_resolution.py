@@ -25,6 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.models import _best as best  # noqa: E402
 from models.card import resolve_checkpoint  # noqa: E402
 from models.pipeline import ModelConfig, load_pipeline  # noqa: E402
 from models.spec import Task, TaskSpec  # noqa: E402
@@ -53,16 +54,6 @@ def with_stage(model: str, folder: Path) -> str:
     stage.init_weights()
     save_file(stage.state_dict(), str(folder / "super_resolution.safetensors"))
     return str(folder)
-
-
-def best(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
