@@ -8,7 +8,9 @@ row at a time) and in one call (the whole batch), each timing the best of 3 alte
 background load hits both alike; the speed-up; and how far the batched pixels are from the
 row-by-row ones (the largest difference in uint8 levels, and how many channel values differ).
 Then `Pipeline.decode_video_prefix` for k = 1 .. t latent frames of one row against one full
-decode (best of 5), with its largest difference from the full decode's first frames. The last
+decode (best of 5), with its largest difference from the full decode's first frames; and
+`Pipeline.decode_video_carried`, the causal decoder's state carried from one latent frame to the
+next (each frame's own time), with what a video's previews and finish cost either way. The last
 line is JSON.
 """
 
@@ -28,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.pipeline import load_pipeline  # noqa: E402
 from models.shapes_av import generate_clip  # noqa: E402
-from models.video_tokenizer import VideoTokenizer  # noqa: E402
+from models.video_tokenizer import DecoderState, VideoTokenizer  # noqa: E402
 from service import machine  # noqa: E402
 
 
@@ -119,6 +121,27 @@ def main() -> None:
         for k, s in best.items()
     }
     print(f"one full decode {full_s:.3f} s; prefixes: {prefixes}")
+
+    # previews with the decoder's state carried: each latent frame decoded once, the finish
+    # going on from the last preview (`Pipeline.decode_video_carried`)
+    step = dict.fromkeys(range(1, t + 1), float("inf"))
+    carried_diff = 0
+    for _ in range(5):
+        state, parts = DecoderState(), []
+        for k in step:
+            t0 = time.perf_counter()
+            parts.append(pipeline.decode_video_carried(codes[0], k, state))
+            step[k] = min(step[k], time.perf_counter() - t0)
+        carried_diff = max(carried_diff, int(_levels(np.concatenate(parts), full).max()))
+    carried = {k: round(s, 3) for k, s in step.items()}
+    # a video with a preview at each latent frame but the last, then its finish
+    before = sum(best[k] for k in range(1, t)) + full_s
+    after = sum(step.values())
+    print(
+        f"carried, latent frame by latent frame: {carried} (largest difference from the full "
+        f"decode {carried_diff}); a video's {t - 1} previews and its finish: prefixes decoded "
+        f"again {before:.3f} s, carried {after:.3f} s"
+    )
     print(
         json.dumps(
             {
@@ -128,6 +151,12 @@ def main() -> None:
                 "batches": batches,
                 "full_decode_s": round(full_s, 3),
                 "prefixes": prefixes,
+                "carried_steps_s": carried,
+                "carried_max_level_difference": carried_diff,
+                "previews_and_finish_s": {
+                    "prefixes_again": round(before, 3),
+                    "carried": round(after, 3),
+                },
                 "machine": machine(),
             }
         )

@@ -41,6 +41,7 @@ from models.spec import (
     output_frames,
 )
 from models.vocab import Batch, Layout, Vocab, assemble, split_output
+from models.video_tokenizer import DecoderState
 
 if TYPE_CHECKING:
     from models.pipeline import Pipeline, _Row
@@ -285,6 +286,10 @@ class _Stream:
     latent_done: int = 0  # latent frames whose tokens are complete
     content: dict = field(default_factory=dict)  # tokens the output is decoded with
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # preview index -> ids
+    # previews decode with the causal decoder's state carried, and the finish goes on from it
+    decoder: DecoderState = field(default_factory=DecoderState)
+    decoded: list[np.ndarray] = field(default_factory=list)  # the frames decoded so far
+    decoding: threading.Lock = field(default_factory=threading.Lock)
     tokens: torch.Tensor | None = None  # complete output ids, once sampled
 
 
@@ -434,7 +439,12 @@ class ContinuousBatch:
                 del stream.snapshots[older]
         codes = self._visual(stream, tokens[None])
         n = self._input_frames_tokens(stream) // self.frame_tokens + index + 1
-        return self.pipeline.decode_video_prefix(codes[0], n)
+        with stream.decoding:  # only the latent frames since the last preview are decoded
+            if n > stream.decoder.latent_frames:
+                stream.decoded.append(
+                    self.pipeline.decode_video_carried(codes[0], n, stream.decoder)
+                )
+            return np.concatenate(stream.decoded)
 
     def finish(self, key: Hashable) -> GenerationResult:
         """Detokenize a complete request and return its result; it leaves this batch."""
@@ -467,6 +477,22 @@ class ContinuousBatch:
                     row.frames = p.upscale_codes(
                         codes.reshape(t, h, w), row.spec.prompt, row.seed, _RowClock(stream.timings)
                     )
+                except Exception as exc:
+                    results[key] = exc
+            # rows whose previews decoded their first latent frames: the rest, carried on
+            for key in [k for k in plain if streams[k].decoded]:
+                plain.remove(key)
+                stream = streams[key]
+                t0 = time.perf_counter()
+                try:
+                    with torch.inference_mode(), stream.decoding:
+                        codes = self._visual(stream, cast(torch.Tensor, stream.tokens)[None])
+                        if stream.decoder.latent_frames < t:
+                            stream.decoded.append(
+                                p.decode_video_carried(codes[0], t, stream.decoder)
+                            )
+                        stream.row.frames = np.concatenate(stream.decoded)
+                    stream.timings["detokenize"] = time.perf_counter() - t0
                 except Exception as exc:
                     results[key] = exc
             t0 = time.perf_counter()

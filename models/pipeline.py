@@ -66,7 +66,7 @@ from models.spec import (
     random_seed,
 )
 from models.text_encoder import MAX_TEXT_TOKENS, BertConfig, MiniLMEncoder, load_text_encoder
-from models.video_tokenizer import VideoTokenizer, VideoTokenizerConfig
+from models.video_tokenizer import DecoderState, VideoTokenizer, VideoTokenizerConfig
 from models.vocab import Layout, Shapes, Vocab, assemble, build_layout, split_output
 
 __all__ = [
@@ -871,6 +871,28 @@ class Pipeline:
                 f"codes at {h}x{w} per frame); got {latent_frames}"
             )
         return self.decode_video_tokens(flat[None, : latent_frames * h * w], latent_frames)[0]
+
+    def decode_video_carried(
+        self, tokens_1row: torch.Tensor, latent_frames: int, state: DecoderState
+    ) -> np.ndarray:
+        """The frames of one row's latent frames `state.latent_frames`..`latent_frames` - 1,
+        decoded with the causal decoder's state carried from the earlier ones (`state`, one
+        per clip, updated): uint8 (T_new, H, W, 3). Every call's frames, in order, are the
+        clip's frames (within one level per channel, at a few values, of one whole decode:
+        the convs' float rounding on shorter inputs), and each call costs its new frames
+        alone, where `decode_video_prefix` decodes the prefix again."""
+        h, w = self.shapes.latent_hw
+        flat = tokens_1row.reshape(-1)
+        available = flat.shape[0] // (h * w)
+        if not state.latent_frames < latent_frames <= available:
+            raise ValueError(
+                f"latent_frames must be {state.latent_frames + 1}..{available} (after the "
+                f"{state.latent_frames} decoded, of {available} whole latent frames); "
+                f"got {latent_frames}"
+            )
+        grid = flat[state.latent_frames * h * w : latent_frames * h * w].reshape(1, -1, h, w)
+        frames = self.video_tokenizer.decode_more(grid.to(self.device), state)
+        return VideoTokenizer.tensor_to_frames(frames)[0]
 
     def _decode_audio(self, codes: torch.Tensor, clock: _Clock, dropped=None) -> np.ndarray:
         t0 = time.perf_counter()

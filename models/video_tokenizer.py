@@ -306,6 +306,75 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))  # (B, 3, T, H, W)
 
 
+class DecoderState:
+    """The causal decoder's state carried from one call to the next, for one clip.
+
+    Every time-mixing layer of the decoder is causal (a 3-tap causal conv, a depth-to-space
+    upsampler after one), so the frames of latent frames k.. depend on the earlier ones only
+    through the last two input frames of each causal conv. `VideoTokenizer.decode_more` keeps
+    those and decodes only the latent frames it is given: feeding a clip's latent frames in
+    any split gives the frames of one `decode` of the whole clip (the same pixels, checked by
+    the tests) at the cost of the new frames alone. One state per clip; not shared between
+    threads.
+    """
+
+    def __init__(self) -> None:
+        self.tails: dict[nn.Module, torch.Tensor] = {}  # causal conv -> its last input frames
+        self.latent_frames = 0  # latent frames decoded so far
+        self._next: dict[nn.Module, torch.Tensor] = {}  # the tails of the call under way
+
+    def causal(self, conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
+        if conv.stride[0] != 1:
+            raise ValueError("only stride-1 causal convs carry state (the decoder has no other)")
+        pad = conv.time_pad
+        if pad:
+            before = self.tails.get(conv)
+            if before is None:  # the clip's start: copies of its first frame, as in forward
+                before = x[:, :, :1].expand(-1, -1, pad, -1, -1)
+            x = torch.cat([before, x], dim=2)
+            self._next[conv] = x[:, :, -pad:]
+        return Conv3d.forward(conv, x)
+
+    def res_block(self, block: ResBlock, x: torch.Tensor) -> torch.Tensor:
+        h = self.causal(block.conv1, F.silu(block.norm1(x)))
+        h = self.causal(block.conv2, F.silu(block.norm2(h)))
+        return block.skip(x) + h
+
+    def upsample(self, up: Upsample, x: torch.Tensor) -> torch.Tensor:
+        first = self.latent_frames == 0
+        x = rearrange(
+            self.causal(up.conv, x),
+            "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)",
+            pt=up.pt,
+            ph=2,
+            pw=2,
+        )
+        return x[:, :, 1:] if up.pt == 2 and first else x
+
+    def run(self, decoder: Decoder, z: torch.Tensor) -> torch.Tensor:
+        """Decode the latent frames z (B, bits, n, h, w) after those seen. The state moves on
+        only when the call succeeds: one that raises leaves it as it was."""
+        self._next = {}
+        try:
+            x = self._run(decoder, z)
+        finally:
+            next_tails, self._next = self._next, {}
+        self.tails.update(next_tails)
+        self.latent_frames += z.shape[2]
+        return x
+
+    def _run(self, decoder: Decoder, z: torch.Tensor) -> torch.Tensor:
+        x = decoder.proj(z)
+        for block in decoder.blocks:
+            if isinstance(block, ResBlock):
+                x = self.res_block(block, x)
+            elif isinstance(block, Upsample):
+                x = self.upsample(block, x)
+            else:
+                raise TypeError(f"no carried state for decoder block {type(block).__name__}")
+        return self.causal(decoder.conv_out, F.silu(decoder.norm_out(x)))
+
+
 # ---------------------------------------------------------------------------- tokenizer
 
 
@@ -412,6 +481,13 @@ class VideoTokenizer(nn.Module):
         T = (t - 1) * 4 + 1, H = 8h, W = 8w with the default stages.
         """
         return self.decoder(self.tokens_to_codes(tokens)).clamp(-1, 1)
+
+    @torch.no_grad()
+    def decode_more(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """The next latent frames of a clip, tokens (B, n, h, w), decoded after those `state`
+        has seen -> their frames (B, 3, T_new, H, W) in [-1, 1]: 1 + 4(n - 1) for the clip's
+        first call, 4n after. The frames of all calls, in order, are `decode` of the whole."""
+        return state.run(self.decoder, self.tokens_to_codes(tokens)).clamp(-1, 1)
 
     @torch.no_grad()
     def tokens_to_codes(self, tokens: torch.Tensor) -> torch.Tensor:

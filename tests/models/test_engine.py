@@ -123,6 +123,22 @@ def test_previews_come_in_order_before_the_end_and_show_the_first_frames(
             assert diff <= 1  # within one level per channel of the finished video
 
 
+def test_a_video_made_with_previews_is_the_video_made_without(tiny: Pipeline) -> None:
+    # its previews decoded its first latent frames; the finish goes on from their decoder state
+    specs = _specs(Task.text_to_video, 2)
+    made: dict[bool, dict[int, np.ndarray]] = {}
+    for preview in (False, True):
+        batch = tiny.continuous(specs[0], capacity=2)
+        assert batch is not None
+        made[preview], _, previews = _run(batch, specs, {0: 0, 1: 3}, preview=preview)
+        assert bool(previews) is preview
+    for k in specs:
+        assert made[True][k].shape == made[False][k].shape
+        assert np.abs(made[True][k].astype(int) - made[False][k].astype(int)).max() <= 1
+        # the last preview's frames are the finished video's, not a second decode of them
+        assert np.array_equal(previews[k][-1], made[True][k][: len(previews[k][-1])])
+
+
 def test_which_requests_stream(tiny: Pipeline) -> None:
     card = tiny.card
     assert streams(TaskSpec(task=Task.text_to_video, prompt="x"), card)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from models.pipeline import GenerationCancelled, _Clock
+from models.video_tokenizer import DecoderState
 
 
 def _codes(pipeline, rows: int, t: int, seed: int = 0) -> torch.Tensor:
@@ -85,6 +86,54 @@ def test_a_prefix_decodes_to_the_first_frames_of_the_full_decode(tiny):
             tiny.decode_video_prefix(row, bad)
     with pytest.raises(ValueError, match="one row"):
         tiny.decode_video_prefix(_codes(tiny, 2, t), 1)
+
+
+@pytest.mark.parametrize("split", [[1, 1, 1, 1, 1], [1, 4], [2, 3], [3, 2], [5]])
+def test_a_carried_decode_in_any_split_gives_the_whole_clip(tiny, split):
+    t = tiny.shapes.t_clip
+    assert sum(split) == t
+    row = _codes(tiny, 1, t, seed=5)
+    full = tiny.decode_video_tokens(row, t)[0]
+    state, parts, done = DecoderState(), [], 0
+    for n in split:
+        done += n
+        part = tiny.decode_video_carried(row[0], done, state)
+        # the clip's first latent frame is one frame, every later one four
+        assert len(part) == 4 * n - (3 if len(parts) == 0 else 0)
+        assert state.latent_frames == done
+        parts.append(part)
+    frames = np.concatenate(parts)
+    assert frames.shape == full.shape
+    assert np.abs(frames.astype(int) - full.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="latent_frames"):  # nothing left to decode
+        tiny.decode_video_carried(row[0], t, state)
+
+
+def test_a_carried_decode_wants_frames_past_those_decoded(tiny):
+    t = tiny.shapes.t_clip
+    row = _codes(tiny, 1, t, seed=6)
+    state = DecoderState()
+    first = tiny.decode_video_carried(row, 2, state)
+    for bad in (2, 1, t + 1):
+        with pytest.raises(ValueError, match=r"latent_frames must be 3\.\.5"):
+            tiny.decode_video_carried(row, bad, state)
+    # a call that fails inside the decoder leaves the state as it was: the clip goes on whole
+    real = tiny.video_tokenizer.decoder.norm_out.forward
+
+    def broken(x):
+        raise RuntimeError("decoder failed")
+
+    tiny.video_tokenizer.decoder.norm_out.forward = broken
+    try:
+        with pytest.raises(RuntimeError, match="decoder failed"):
+            tiny.decode_video_carried(row, t, state)
+    finally:
+        tiny.video_tokenizer.decoder.norm_out.forward = real
+    assert state.latent_frames == 2
+    rest = tiny.decode_video_carried(row, t, state)
+    full = tiny.decode_video_tokens(row, t)[0]
+    frames = np.concatenate([first, rest])
+    assert np.abs(frames.astype(int) - full.astype(int)).max() <= 1
 
 
 def test_decode_video_tokens_wants_whole_latent_frames(tiny):
