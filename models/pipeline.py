@@ -253,6 +253,9 @@ class _Row:
     # a one-clip output bound for the SR stage: its visual codes (t, h, w), which the stage
     # reads as they are (no decode at the card's size)
     codes: torch.Tensor | None = None
+    # a multi-pass video's decoder state after its latest pass: the next pass decodes its new
+    # latent frames only, where it would decode its context frames again
+    decoder: DecoderState | None = None
     audio: np.ndarray | None = None
     prefix_tokens: int = 0
     generated_tokens: int = 0
@@ -328,6 +331,11 @@ def _scatter_rows(n: int, live: list[int], decoded: np.ndarray) -> np.ndarray:
 
 
 class Pipeline:
+    # Multi-pass videos (long video, continuation, av_continuation) carry each row's decoder
+    # state from one pass to the next; False decodes every pass's context frames again (as
+    # before it carried; benchmarks/long_video.py compares the two).
+    carry_decoder: bool = True
+
     def __init__(
         self,
         config: ModelConfig,
@@ -681,13 +689,37 @@ class Pipeline:
 
     def _continue(self, rows: list[_Row], params, text, clock, dropped) -> None:
         """Add `step_frames` frames to every row, conditioned on its last `context_frames`."""
-        card, shapes = self.card, self.shapes
+        card = self.card
         context = [_tail(r.frames, card.context_frames) for r in rows]
         tokens = self._encode_video(context, clock).flatten(1)  # (B, t_ctx * h * w)
         out = self._sample(Task.continuation, rows, params, text, clock, dropped, visual_in=tokens)
-        full = torch.cat([tokens, out["visual_out"]], dim=1)
-        for row, f in zip(rows, self._decode_video(full, shapes.t_clip, clock, dropped)):
-            row.frames = np.concatenate([row.frames, f[card.context_frames :]])
+        for row, f in zip(rows, self._decode_pass(rows, tokens, out["visual_out"], clock, dropped)):
+            row.frames = np.concatenate([row.frames, f])
+
+    def _decode_pass(
+        self, rows: list[_Row], context: torch.Tensor, new: torch.Tensor, clock: _Clock, dropped
+    ) -> np.ndarray:
+        """The new frames of one pass of a multi-pass video (B, step_frames, H, W, 3), from
+        its context codes (B, t_ctx*h*w) and new codes (B, n*h*w): a row's first pass decodes
+        both and keeps the frames after the context; later ones decode the new codes alone,
+        on the decoder state the row carries (`carry_decoder`). Dropped rows stay black."""
+        ctx = self.card.context_frames
+        if not self.carry_decoder:
+            full = torch.cat([context, new], dim=1)
+            return self._decode_video(full, self.shapes.t_clip, clock, dropped)[:, ctx:]
+        t0 = time.perf_counter()
+
+        def decode(k: int) -> np.ndarray:
+            row = rows[k]
+            if row.decoder is None:  # its first pass: the context warms a fresh state
+                row.decoder = DecoderState()
+                codes = torch.cat([context[k], new[k]])
+                return self.decode_video_next(codes, row.decoder)[ctx:]
+            return self.decode_video_next(new[k], row.decoder)
+
+        frames = _rows_skipping(len(rows), dropped, decode)
+        clock.add("detokenize", time.perf_counter() - t0)
+        return frames
 
     def _fill(self, task: Task, rows: list[_Row], params, text, clock, dropped) -> None:
         tokens = self._encode_video([r.frames for r in rows], clock)  # (B, t, h, w)
@@ -747,11 +779,10 @@ class Pipeline:
             visual_in=tokens,
             audio_in=codes,
         )
-        full = torch.cat([tokens, out["visual_out"]], dim=1)
-        frames = self._decode_video(full, shapes.t_clip, clock, dropped)
+        frames = self._decode_pass(rows, tokens, out["visual_out"], clock, dropped)
         audio = self._decode_audio(out["audio_out"], clock, dropped)
         for row, f, a in zip(rows, frames, audio):
-            row.frames = np.concatenate([row.frames, f[card.context_frames :]])
+            row.frames = np.concatenate([row.frames, f])
             row.audio = np.concatenate([row.audio, fit_samples(a, shapes.step_samples)])
 
     # ------------------------------------------------------------------ modality helpers
@@ -890,9 +921,21 @@ class Pipeline:
                 f"{state.latent_frames} decoded, of {available} whole latent frames); "
                 f"got {latent_frames}"
             )
-        grid = flat[state.latent_frames * h * w : latent_frames * h * w].reshape(1, -1, h, w)
-        frames = self.video_tokenizer.decode_more(grid.to(self.device), state)
-        return VideoTokenizer.tensor_to_frames(frames)[0]
+        return self.decode_video_next(
+            flat[state.latent_frames * h * w : latent_frames * h * w], state
+        )
+
+    def decode_video_next(self, codes: torch.Tensor, state: DecoderState) -> np.ndarray:
+        """Flat visual codes of whole latent frames (n*h*w,) that come after those `state`
+        has decoded -> their frames, uint8 (T_new, H, W, 3); `state` moves on."""
+        h, w = self.shapes.latent_hw
+        if codes.ndim != 1 or codes.numel() == 0 or codes.numel() % (h * w):
+            raise ValueError(
+                f"codes must be whole latent frames of one row, (n*{h}*{w},); "
+                f"got shape {tuple(codes.shape)}"
+            )
+        grid = codes.reshape(1, -1, h, w).to(self.device)
+        return VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode_more(grid, state))[0]
 
     def _decode_audio(self, codes: torch.Tensor, clock: _Clock, dropped=None) -> np.ndarray:
         t0 = time.perf_counter()

@@ -144,6 +144,28 @@ def test_long_video_reaches_the_requested_seconds(tiny, clip):
     assert extended.frames.shape[0] == 20 + 24
 
 
+def test_a_long_videos_later_passes_decode_only_their_new_frames(tiny, monkeypatch):
+    decoded: list[int] = []  # latent frames in each call into the decoder
+    real = tiny.video_tokenizer.decoder.proj.forward
+
+    def spy(z):
+        decoded.append(z.shape[2])
+        return real(z)
+
+    monkeypatch.setattr(tiny.video_tokenizer.decoder.proj, "forward", spy)
+    spec = TaskSpec(task=Task.text_to_video, prompt="x", seconds=4, seed=3)
+    carried = tiny.generate(spec).frames
+    # the first clip (5 latent frames), the first pass with its context (3 + 2), then 2 a pass
+    assert decoded == [5, 5, 2]
+    decoded.clear()
+    monkeypatch.setattr(tiny, "carry_decoder", False)
+    again = tiny.generate(spec).frames
+    assert decoded == [5, 5, 5]  # each pass decodes its context again
+    assert carried.shape == again.shape == (32, 32, 32, 3)
+    # up to the first pass's frames the two ways decode the same codes
+    assert np.abs(carried[:25].astype(int) - again[:25].astype(int)).max() <= 1
+
+
 def test_continuation_keeps_the_input_frames(tiny, clip):
     result = tiny.generate(
         TaskSpec(task=Task.continuation, seed=1), GenerationInputs(video=clip, video_fps=8.0)
