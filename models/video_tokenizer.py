@@ -211,10 +211,18 @@ class CausalConv3d(Conv3d):
         )
         self.time_pad = kernel_size - 1
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        """`state`: the clip's frames before x are those `state` has seen (a decode carried
+        on, stride 1 only); x's last input frames are kept in it for the next call."""
         if self.time_pad:
-            first = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
-            x = torch.cat([first, x], dim=2)  # (B, C, T + k - 1, H, W)
+            before = None if state is None else state.tail(self)
+            if before is None:  # the clip's start: copies of its first frame
+                before = x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
+            x = torch.cat([before, x], dim=2)  # (B, C, T + k - 1, H, W)
+            if state is not None:
+                if self.stride[0] != 1:
+                    raise ValueError("only a stride-1 causal conv carries its state")
+                state.keep(self, x[:, :, -self.time_pad :])
         return super().forward(x)
 
 
@@ -227,9 +235,9 @@ class ResBlock(nn.Module):
         self.conv2 = CausalConv3d(out_ch, out_ch)
         self.skip = Conv3d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), state)
+        h = self.conv2(F.silu(self.norm2(h)), state)
         return self.skip(x) + h
 
 
@@ -255,11 +263,16 @@ class Upsample(nn.Module):
         self.pt = 2 if temporal else 1
         self.conv = CausalConv3d(ch, ch * self.pt * 4)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
         x = rearrange(
-            self.conv(x), "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)", pt=self.pt, ph=2, pw=2
+            self.conv(x, state),
+            "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)",
+            pt=self.pt,
+            ph=2,
+            pw=2,
         )
-        return x[:, :, 1:] if self.pt == 2 else x
+        starts = state is None or state.latent_frames == 0  # the clip's first frame is alone
+        return x[:, :, 1:] if self.pt == 2 and starts else x
 
 
 def _widths(config: VideoTokenizerConfig, decoder: bool = False) -> list[int]:
@@ -301,9 +314,15 @@ class Decoder(nn.Module):
         self.norm_out = FrameGroupNorm(w[0])
         self.conv_out = CausalConv3d(w[0], 3)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.proj(z))  # (B, w[0], T, H, W)
-        return self.conv_out(F.silu(self.norm_out(x)))  # (B, 3, T, H, W)
+    def forward(self, z: torch.Tensor, state: DecoderState | None = None) -> torch.Tensor:
+        """`state`: decode z's latent frames after those `state` has seen (`DecoderState.run`)."""
+        x = self.proj(z)
+        if state is None:
+            x = self.blocks(x)  # (B, w[0], T, H, W)
+        else:
+            for block in self.blocks:
+                x = block(x, state)
+        return self.conv_out(F.silu(self.norm_out(x)), state)  # (B, 3, T, H, W)
 
 
 class DecoderState:
@@ -313,9 +332,9 @@ class DecoderState:
     upsampler after one), so the frames of latent frames k.. depend on the earlier ones only
     through the last two input frames of each causal conv. `VideoTokenizer.decode_more` keeps
     those and decodes only the latent frames it is given: feeding a clip's latent frames in
-    any split gives the frames of one `decode` of the whole clip (the same pixels, checked by
-    the tests) at the cost of the new frames alone. One state per clip; not shared between
-    threads.
+    any split gives the frames of one `decode` of the whole clip (the same pixels within a
+    level, checked by the tests) at the cost of the new frames alone. One state per clip; not
+    shared between threads.
     """
 
     def __init__(self) -> None:
@@ -323,56 +342,23 @@ class DecoderState:
         self.latent_frames = 0  # latent frames decoded so far
         self._next: dict[nn.Module, torch.Tensor] = {}  # the tails of the call under way
 
-    def causal(self, conv: CausalConv3d, x: torch.Tensor) -> torch.Tensor:
-        if conv.stride[0] != 1:
-            raise ValueError("only stride-1 causal convs carry state (the decoder has no other)")
-        pad = conv.time_pad
-        if pad:
-            before = self.tails.get(conv)
-            if before is None:  # the clip's start: copies of its first frame, as in forward
-                before = x[:, :, :1].expand(-1, -1, pad, -1, -1)
-            x = torch.cat([before, x], dim=2)
-            self._next[conv] = x[:, :, -pad:]
-        return Conv3d.forward(conv, x)
+    def tail(self, conv: nn.Module) -> torch.Tensor | None:
+        return self.tails.get(conv)
 
-    def res_block(self, block: ResBlock, x: torch.Tensor) -> torch.Tensor:
-        h = self.causal(block.conv1, F.silu(block.norm1(x)))
-        h = self.causal(block.conv2, F.silu(block.norm2(h)))
-        return block.skip(x) + h
-
-    def upsample(self, up: Upsample, x: torch.Tensor) -> torch.Tensor:
-        first = self.latent_frames == 0
-        x = rearrange(
-            self.causal(up.conv, x),
-            "b (c pt ph pw) t h w -> b c (t pt) (h ph) (w pw)",
-            pt=up.pt,
-            ph=2,
-            pw=2,
-        )
-        return x[:, :, 1:] if up.pt == 2 and first else x
+    def keep(self, conv: nn.Module, frames: torch.Tensor) -> None:
+        self._next[conv] = frames
 
     def run(self, decoder: Decoder, z: torch.Tensor) -> torch.Tensor:
         """Decode the latent frames z (B, bits, n, h, w) after those seen. The state moves on
         only when the call succeeds: one that raises leaves it as it was."""
         self._next = {}
         try:
-            x = self._run(decoder, z)
+            x = decoder(z, self)
         finally:
             next_tails, self._next = self._next, {}
         self.tails.update(next_tails)
         self.latent_frames += z.shape[2]
         return x
-
-    def _run(self, decoder: Decoder, z: torch.Tensor) -> torch.Tensor:
-        x = decoder.proj(z)
-        for block in decoder.blocks:
-            if isinstance(block, ResBlock):
-                x = self.res_block(block, x)
-            elif isinstance(block, Upsample):
-                x = self.upsample(block, x)
-            else:
-                raise TypeError(f"no carried state for decoder block {type(block).__name__}")
-        return self.causal(decoder.conv_out, F.silu(decoder.norm_out(x)))
 
 
 # ---------------------------------------------------------------------------- tokenizer
