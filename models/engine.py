@@ -475,7 +475,11 @@ class ContinuousBatch:
                         codes = self._visual(stream, cast(torch.Tensor, stream.tokens)[None])
                     row = stream.row
                     row.frames = p.upscale_codes(
-                        codes.reshape(t, h, w), row.spec.prompt, row.seed, _RowClock(stream.timings)
+                        codes.reshape(t, h, w),
+                        row.spec.prompt,
+                        row.seed,
+                        _RowClock(stream.timings),
+                        row,
                     )
                 except Exception as exc:
                     results[key] = exc

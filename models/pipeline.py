@@ -256,6 +256,9 @@ class _Row:
     # a multi-pass video's decoder state after its latest pass: the next pass decodes its new
     # latent frames only, where it would decode its context frames again
     decoder: DecoderState | None = None
+    # an image or video input at the SR stage's size (an upscaled image_to_video, inpaint or
+    # outpaint whose input is at least that size): the stage keeps its tokens at that size
+    hires: np.ndarray | None = None
     audio: np.ndarray | None = None
     prefix_tokens: int = 0
     generated_tokens: int = 0
@@ -548,13 +551,22 @@ class Pipeline:
         row = _Row(
             spec=spec, inputs=inputs, seed=seed, new_frames=output_frames(spec, card), index=index
         )
+        source = None  # the visual input at its own size
         if inputs.video is not None:
             video = _check_array("video", inputs.video, ndim=4)
-            video = resample_frames(video, inputs.video_fps, card.fps)
-            row.frames = resize_frames(video, card.height, card.width)
+            source = resample_frames(video, inputs.video_fps, card.fps)
         if inputs.image is not None:
-            image = _check_array("image", inputs.image, ndim=3)
-            row.frames = resize_frames(image[None], card.height, card.width)
+            source = _check_array("image", inputs.image, ndim=3)[None]
+        if source is not None:
+            row.frames = resize_frames(source, card.height, card.width)
+            s = card.sr_scale
+            if (
+                spec.task in _KEEPS_INPUT
+                and self.upscales(spec)
+                and source.shape[1] >= s * card.height
+                and source.shape[2] >= s * card.width
+            ):
+                row.hires = resize_frames(source, s * card.height, s * card.width)
         if inputs.audio is not None:
             audio = np.asarray(inputs.audio, dtype=np.float32)
             if audio.ndim not in (1, 2) or audio.size == 0:
@@ -566,6 +578,8 @@ class Pipeline:
             )
         if spec.task in (Task.inpaint, Task.outpaint, Task.stylize, Task.video_to_audio):
             row.frames = fit_length(row.frames, card.clip_frames)
+            if row.hires is not None:
+                row.hires = fit_length(row.hires, card.clip_frames)
         if spec.task in (Task.audio_to_video,):
             row.audio = fit_samples(row.audio, self.shapes.clip_samples)
         if spec.task is Task.av_continuation:
@@ -740,10 +754,7 @@ class Pipeline:
             visual_in=visual_in,
             visual_out_known=visual_in,
         )
-        for row, f in zip(
-            rows, self._decode_video(out["visual_out"], self.shapes.t_clip, clock, dropped)
-        ):
-            row.frames = f
+        self._set_visual(rows, out["visual_out"], self.shapes.t_clip, clock, dropped)
 
     def _soundtrack(self, rows: list[_Row], params, text, clock, dropped) -> list[np.ndarray]:
         """video_to_audio over clip-long windows of each row's video, joined end to end."""
@@ -975,11 +986,14 @@ class Pipeline:
         return np.concatenate(out)
 
     def upscale_codes(
-        self, codes: torch.Tensor, prompt: str | None, seed: int, clock
+        self, codes: torch.Tensor, prompt: str | None, seed: int, clock, row: _Row | None = None
     ) -> np.ndarray:
         """Visual codes (t, h, w) at the card's size -> frames (4(t - 1) + 1, sH, sW, 3): the
         SR stage samples the codes at s times the size in its parallel steps (with `seed` and
-        the prompt), and the same video tokenizer decodes them."""
+        the prompt), and the same video tokenizer decodes them. A `row` with an input at the
+        stage's size (`hires`) gives the stage that input's own tokens where the output keeps
+        the input: an image_to_video's first latent frame, the cells outside an inpaint's box,
+        those inside an outpaint's."""
         sr = cast(SuperResolution, self.sr)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -987,15 +1001,44 @@ class Pipeline:
             if prompt:
                 text, mask = self.text_encoder([prompt])
             low = codes[None].to(self.device)
-            high = sample_sr(sr, low, text, mask, [seed], guidance=sr.config.guidance)
+            given = cells = None
+            if row is not None and row.hires is not None:
+                given, cells = self._given_codes(row, codes.shape[0])
+            high = sample_sr(
+                sr,
+                low,
+                text,
+                mask,
+                [seed],
+                guidance=sr.config.guidance,
+                given=given,
+                given_mask=cells,
+            )
             frames = VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(high))[0]
         clock.add("super_resolution", time.perf_counter() - t0)
         return frames
 
+    def _given_codes(self, row: _Row, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A row's input at the SR size, tokenized at that size -> (codes (1, t, sh, sw), the
+        cells (1, t, sh, sw) the output keeps from the input)."""
+        _, sh, sw = cast(SuperResolution, self.sr).config.grid
+        x = VideoTokenizer.frames_to_tensor(cast(np.ndarray, row.hires)).to(self.device)
+        codes = self.video_tokenizer.encode(x)[0].long()  # (t_in, sh, sw)
+        given = torch.zeros((t, sh, sw), dtype=torch.long, device=codes.device)
+        cells = torch.zeros((t, sh, sw), dtype=torch.bool, device=codes.device)
+        if row.spec.task is Task.image_to_video:
+            given[0], cells[0] = codes[0], True
+        else:  # inpaint, outpaint: the clip's cells that the LM kept
+            n = min(t, len(codes))
+            box = latent_box_mask(row.spec.mask_box, row.inputs.video.shape[1:3], (sh, sw))
+            kept = torch.from_numpy(~box if row.spec.task is Task.inpaint else box)
+            given[:n], cells[:n] = codes[:n], kept.to(codes.device)
+        return given[None], cells[None]
+
     def _result(self, row: _Row, clock: _Clock) -> GenerationResult:
         card = self.card
         if row.codes is not None:
-            frames = self.upscale_codes(row.codes, row.spec.prompt, row.seed, clock)
+            frames = self.upscale_codes(row.codes, row.spec.prompt, row.seed, clock, row)
             extends = row.spec.task in _EXTENDS  # a short video: the first frames of the clip
             row.frames = frames[: row.new_frames] if extends else frames
         elif self.upscales(row.spec) and row.frames is not None:
@@ -1013,6 +1056,9 @@ class Pipeline:
 
 
 _EXTENDS = {Task.unconditional, Task.text_to_video, Task.image_to_video, Task.continuation}
+# tasks whose output keeps part of the input as it is: upscaled, the SR stage keeps the input's
+# own tokens at its size there (when the input is at least that size)
+_KEEPS_INPUT = {Task.image_to_video, Task.inpaint, Task.outpaint}
 
 
 def _as_lists(specs, inputs) -> tuple[list[TaskSpec], list[GenerationInputs]]:

@@ -302,6 +302,8 @@ def sample(
     steps: int | None = None,
     guidance: float = 1.0,
     temperature: float = 1.0,
+    given: torch.Tensor | None = None,
+    given_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """High-resolution codes (B, t, h, w) for low-resolution codes (B, t, h/s, w/s) (t up to
     the config's latent frames: a clip, a shorter window or an image), in
@@ -310,7 +312,10 @@ def sample(
     depend on the others), then keeps the most confident guesses (the sum of their sub-codes'
     log-probabilities, with noise that fades over the steps) so that a cos(pi/2 (s+1)/steps)
     share stays unknown. guidance > 1: classifier-free guidance against the null text;
-    guidance 1 runs the conditional pass alone. temperature 0: the most likely codes."""
+    guidance 1 runs the conditional pass alone. temperature 0: the most likely codes.
+    given (B, t, h, w) codes with given_mask (B, t, h, w) bool: tokens known from the start
+    (an input tokenized at the high resolution), kept as they are; the steps' schedule then
+    runs over each row's other tokens."""
     c = model.config
     grid = (low.shape[1], *c.grid[1:])  # an image or a short window: fewer latent frames
     B, N, dev = low.shape[0], math.prod(grid), low.device
@@ -321,6 +326,14 @@ def sample(
     k, g = c.code_groups, c.group_size
     high = torch.full((B, *grid, k), model.mask_id, dtype=torch.long, device=dev)
     known = torch.zeros(B, N, dtype=torch.bool, device=dev)
+    if given_mask is not None:
+        if given is None or given.shape != (B, *grid) or given_mask.shape != (B, *grid):
+            raise ValueError(f"given codes and given_mask must both be {(B, *grid)}")
+        cells = given_mask.to(dev, torch.bool)
+        high = torch.where(cells[..., None], model.split_codes(given.to(dev).long()), high)
+        known = cells.flatten(1)
+    unknown = [N - int(n) for n in known.sum(1)]  # per row: what the steps decide
+    fixed = known.clone()
     guided = guidance != 1 and text is not None
     for s in range(steps):
         if guided:
@@ -347,10 +360,12 @@ def sample(
             pick = torch.stack([torch.rand(N, generator=gen) for gen in gens]).to(dev)
             confidence = confidence + fade * -torch.log(-torch.log(pick.clamp(1e-20, 1 - 1e-7)))
         confidence = confidence.masked_fill(known, math.inf)
-        left = int(math.floor(float(mask_schedule(torch.tensor((s + 1) / steps))) * N))
+        share = float(mask_schedule(torch.tensor((s + 1) / steps)))
         order = confidence.argsort(1, descending=True)
         keep = torch.zeros_like(known)
-        keep.scatter_(1, order[:, : N - left], True)
+        for b in range(B):  # the known tokens (confidence inf) first, then the best guesses
+            keep[b, order[b, : N - int(math.floor(share * unknown[b]))]] = True
+        keep |= fixed
         flat = high.flatten(1, 3)
         new = keep & ~known
         flat[new] = guess[new]

@@ -595,7 +595,8 @@ def decode_inputs(
     """
 
     timeout = settings.ffmpeg_timeout_seconds
-    max_side = max(256, 2 * max(card.width, card.height))
+    # twice the largest size served: an input at the SR stage's size keeps its detail there
+    max_side = max(256, 2 * card.sr_scale * max(card.width, card.height))
     inputs = GenerationInputs()
     if path := files.get("image"):
         inputs.image = media.decode_image(path, max_side=max_side, timeout=timeout)

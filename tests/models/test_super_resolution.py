@@ -44,6 +44,33 @@ def test_sampling_gives_the_high_resolution_token_grid_and_one_seed_one_output()
     assert torch.equal(greedy, sample(model, low, text, mask, seeds=[3, 4], steps=4, temperature=0))
 
 
+def test_given_tokens_come_out_as_given_and_the_rest_is_sampled() -> None:
+    model = _model()
+    low, text, mask = _inputs(model)
+    c = model.config
+    g = torch.Generator().manual_seed(2)
+    given = torch.randint(0, 2**c.codebook_bits, (2, *c.grid), generator=g)
+    cells = torch.zeros(2, *c.grid, dtype=torch.bool)
+    cells[0, 0] = True  # row 0: its first latent frame (an image_to_video input)
+    cells[1, :, :, :4] = True  # row 1: the left half of every frame (an outpaint's kept box)
+    out = sample(model, low, text, mask, [5, 6], steps=4, given=given, given_mask=cells)
+    assert torch.equal(out[cells], given[cells])
+    assert not torch.equal(out[~cells], given[~cells])  # the others are the model's guesses
+    plain = sample(model, low, text, mask, [5, 6], steps=4)
+    assert torch.equal(
+        plain,
+        sample(
+            model, low, text, mask, [5, 6], steps=4, given=given, given_mask=torch.zeros_like(cells)
+        ),
+    )
+    everything = torch.ones_like(cells)
+    assert torch.equal(
+        sample(model, low, text, mask, [5, 6], steps=4, given=given, given_mask=everything), given
+    )
+    with pytest.raises(ValueError, match="given codes and given_mask"):
+        sample(model, low, text, mask, [5, 6], given=given[:, :1], given_mask=cells[:, :1])
+
+
 def test_guidance_1_is_plain_sampling_and_runs_no_unconditional_pass() -> None:
     model = _model()
     low, text, mask = _inputs(model)
@@ -227,3 +254,47 @@ def test_eval_reads_both_sizes_and_reports_the_stage(tmp_path) -> None:
     for metric in ("PSNR, SR from the true codes", "PSNR, decoder alone (resized)"):
         assert by[("super_resolution 64x64", metric)].value > 0
     assert by[("super_resolution 64x64", "time added to a video")].value > -1  # measured
+
+
+def test_an_input_at_the_larger_size_keeps_its_own_tokens_there(sr_pipe, monkeypatch) -> None:
+    """image_to_video, inpaint and outpaint at 64x64 from a 64x64 input: the SR stage keeps the
+    input's tokens at 64x64 where the output keeps the input (the LM sees it at 32x32)."""
+    from models.spec import GenerationInputs, Task, TaskSpec
+    from models.train.data import open_data
+    from models.video_tokenizer import VideoTokenizer
+
+    card = sr_pipe.card
+    clip = open_data("shapes-av", card, seed=3, scale=2)[0].frames  # (17, 64, 64, 3)
+    tok = sr_pipe.video_tokenizer
+
+    def own_codes(frames):
+        with torch.inference_mode():
+            return tok.encode(VideoTokenizer.frames_to_tensor(frames))[0]
+
+    def own_frames(codes):
+        with torch.inference_mode():
+            return VideoTokenizer.tensor_to_frames(tok.decode(codes[None]))[0]
+
+    # image_to_video: the causal decoder's frame 0 reads latent frame 0 alone, so the video
+    # starts with the input image as the tokenizer draws it at 64x64
+    spec = TaskSpec(task=Task.image_to_video, prompt="a red circle", seed=2)
+    big = sr_pipe.generate(spec, GenerationInputs(image=clip[0]))
+    assert big.frames.shape == (17, 64, 64, 3)
+    np.testing.assert_array_equal(big.frames[0], own_frames(own_codes(clip[:1]))[0])
+    small = sr_pipe.generate(spec, GenerationInputs(image=clip[0, ::2, ::2]))  # a 32x32 input
+    assert not np.array_equal(small.frames[0], big.frames[0])  # the stage drew frame 0 itself
+
+    # inpaint and outpaint: the high-resolution codes the tokenizer decodes
+    seen = []
+    decode = tok.decode
+    monkeypatch.setattr(tok, "decode", lambda codes: seen.append(codes.clone()) or decode(codes))
+    codes = own_codes(clip)  # (5, 8, 8)
+    box = (0, 0, 32, 64)  # the left half of the 64x64 input: latent columns 0 to 3
+    for task, kept in ((Task.outpaint, slice(0, 4)), (Task.inpaint, slice(4, 8))):
+        seen.clear()
+        spec = TaskSpec(task=task, prompt="a shape", seed=1, mask_box=box)
+        out = sr_pipe.generate(spec, GenerationInputs(video=clip, video_fps=card.fps))
+        assert out.frames.shape == (17, 64, 64, 3)
+        high = seen[-1][0]  # (5, 8, 8)
+        assert torch.equal(high[..., kept], codes[..., kept]), task
+        assert not torch.equal(high, codes), task  # the rest is the stage's
