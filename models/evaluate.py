@@ -505,11 +505,11 @@ def run_eval(
         "size": card.size,
     }
 
-    def gen(task: Task, prompts, inputs):
+    def gen(task: Task, prompts, inputs, size: str = card.size):
         t0 = time.perf_counter()
         out = pipe.generate(
             [
-                TaskSpec(task=task, prompt=p, seed=seed * 1000 + i, **sampling)
+                TaskSpec(task=task, prompt=p, seed=seed * 1000 + i, **{**sampling, "size": size})
                 for i, p in enumerate(prompts)
             ],
             inputs,
@@ -598,14 +598,12 @@ def run_eval(
                     target,
                 )
             )
-        # ... and the same videos at the SR stage's size: what a request of the default size
-        # gets (the pipeline upscales the LM's video with the request's own seed)
+        # ... and the same requests at the SR stage's size: what a request of the default size
+        # gets (the same LM codes, one seed, handed to the stage as they are)
         sr_size = sr_pixels(pipe)
         if sr_size:
-            big = [
-                pipe.upscale(f, c.caption, seed * 1000 + i, _Timings())
-                for i, (f, c) in enumerate(zip(frames, clips))
-            ]
+            out = gen(Task.text_to_video, [c.caption for c in clips], None, f"{sr_size}x{sr_size}")
+            big = [r.frames for r in out]
             truths = [av.render_frames(sp, sr_size) for sp in specs]
             for metric, fn, key, chance, target in (
                 ("colour", dominant_colour, "colour", 1 / 6, ">= 95 %"),
