@@ -398,7 +398,11 @@ def sr_rows(pipe, specs, clips, unrelated, seed: int) -> list[Row]:
         Row(name, "PSNR, decoder alone (resized)", mean_psnr(plain), chance, None, "", "dB"),
         Row(name, "PSNR, tokenizer at this size", mean_psnr(ceiling), chance, None, "", "dB"),
     ]
-    for metric, outs in (("shape, SR", sr_out), ("shape, decoder alone", plain)):
+    for metric, outs in (
+        ("shape, SR", sr_out),
+        ("shape, decoder alone", plain),
+        ("shape, tokenizer at this size", ceiling),
+    ):
         rows.append(
             Row(
                 name,

@@ -251,6 +251,8 @@ def test_eval_reads_both_sizes_and_reports_the_stage(tmp_path) -> None:
     assert by[("text_to_video 64x64", "motion accuracy")].truth == 1.0
     psnr = by[("super_resolution 64x64", "PSNR, tokenizer at this size")]
     assert psnr.unit == "dB" and psnr.chance > 0
+    ceiling = by[("super_resolution 64x64", "shape, tokenizer at this size")]
+    assert ceiling.truth == 1.0 and 0 <= ceiling.value <= 1
     for metric in ("PSNR, SR from the true codes", "PSNR, decoder alone (resized)"):
         assert by[("super_resolution 64x64", metric)].value > 0
     assert by[("super_resolution 64x64", "time added to a video")].value > -1  # measured
