@@ -385,7 +385,7 @@ def sr_rows(pipe, specs, clips, unrelated, seed: int) -> list[Row]:
         sr_out.append(pipe.upscale(c.frames, c.caption, seed * 1000 + i, _Timings()))
         small = round_trip_video(pipe.video_tokenizer, c.frames, pipe.device)
         plain.append(resize_frames(small, size, size))
-    ceiling = [round_trip_video(pipe.video_tokenizer, t, pipe.device) for t in truths]
+    ceiling = [round_trip_video(pipe.sr_video_tokenizer, t, pipe.device) for t in truths]
     labels = [c.labels for c in clips]
     name = f"super_resolution {size}x{size}"
 

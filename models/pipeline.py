@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 PRESET_SEED = 0  # presets without shipped weights are built from this seed: same weights everywhere
 COMPONENTS = ("video_tokenizer", "audio_tokenizer", "lm")  # one .safetensors each
 SR_COMPONENT = "super_resolution"  # a fourth, in a checkpoint with config.sr
+# a fifth, in a checkpoint with config.sr_video: the SR stage's own video tokenizer
+SR_TOKENIZER = "sr_video_tokenizer"
 
 # model name -> (video tokenizer preset, audio tokenizer preset, LM preset); the card is
 # models.card.BUILTIN_CARDS[name]
@@ -114,6 +116,10 @@ class ModelConfig:
     text_tokens: int = MAX_TEXT_TOKENS
     # the super-resolution stage (models/super_resolution.py); None: the LM's size only
     sr: SRConfig | None = None
+    # the video tokenizer of the stage's larger size (same codebook: a tokenizer fine-tuned at
+    # that size, encoder and decoder, which would change the LM's codes if shared); None: the
+    # stage reads and writes the LM's video tokenizer's codes at that size
+    sr_video: VideoTokenizerConfig | None = None
 
     @classmethod
     def from_name(cls, name: str) -> ModelConfig:
@@ -168,6 +174,7 @@ class ModelConfig:
             "text_encoder_path": self.text_encoder_path,
             "text_tokens": self.text_tokens,
             **({"super_resolution": self.sr.to_dict()} if self.sr is not None else {}),
+            **({SR_TOKENIZER: self.sr_video.to_dict()} if self.sr_video is not None else {}),
         }
 
     @classmethod
@@ -182,7 +189,18 @@ class ModelConfig:
             text_encoder_path=d.get("text_encoder_path"),
             text_tokens=d.get("text_tokens", MAX_TEXT_TOKENS),
             sr=SRConfig(**d["super_resolution"]) if d.get("super_resolution") else None,
+            sr_video=(
+                VideoTokenizerConfig.from_dict(d[SR_TOKENIZER]) if d.get(SR_TOKENIZER) else None
+            ),
         )
+        if config.sr_video is not None:
+            if config.sr is None:
+                raise ValueError(f"config.json has {SR_TOKENIZER} but no super_resolution stage")
+            if config.sr_video.codebook_bits != config.video.codebook_bits:
+                raise ValueError(
+                    f"{SR_TOKENIZER} has {config.sr_video.codebook_bits} code bits and the video "
+                    f"tokenizer {config.video.codebook_bits}: the SR stage needs one codebook"
+                )
         if config.lm.grid_positions and min(config.lm.grid_size) <= 0:  # switched on by hand
             config.lm = LMConfig(**{**_lm_fields(config.lm), "grid_size": config.visual_grid()})
         return config
@@ -350,8 +368,10 @@ class Pipeline:
         compile: bool = False,
         quantize: str = "none",
         sr: SuperResolution | None = None,
+        sr_video: VideoTokenizer | None = None,
     ):
-        """sr: the super-resolution stage (config.sr), which makes the card's larger size.
+        """sr: the super-resolution stage (config.sr), which makes the card's larger size;
+        sr_video: its own video tokenizer (config.sr_video), else the LM's serves both sizes.
         dtype: the LM's weights and KV cache ("auto": bfloat16 on CUDA, float32 elsewhere;
         the tokenizers stay float32). compile: sample with a torch.compile'd fixed-shape decode
         step (CUDA graphs); worth it on CUDA only. quantize: "int8" keeps the LM's block and
@@ -375,6 +395,12 @@ class Pipeline:
                 "all three or none"
             )
         self.sr = None if sr is None else sr.to(self.device).eval()
+        if (sr_video is None) != (config.sr_video is None):
+            raise ValueError("an SR tokenizer needs config.sr_video and its weights, both or none")
+        # the codes at the SR stage's size: encoded (inputs at that size) and decoded (its output)
+        self.sr_video_tokenizer = (
+            self.video_tokenizer if sr_video is None else sr_video.to(self.device).eval()
+        )
         self.static_step = compile_decode_step() if compile else None
         self.text_encoder = load_text_encoder(
             config.text_encoder, config.text_encoder_path, config.text_tokens
@@ -531,7 +557,13 @@ class Pipeline:
         return folder
 
     def num_params(self) -> dict[str, int]:
-        return _param_counts(self.video_tokenizer, self.audio_tokenizer, self.lm, self.sr)
+        return _param_counts(
+            self.video_tokenizer,
+            self.audio_tokenizer,
+            self.lm,
+            self.sr,
+            None if self.config.sr_video is None else self.sr_video_tokenizer,
+        )
 
     # ------------------------------------------------------------------ preparation
 
@@ -990,7 +1022,8 @@ class Pipeline:
     ) -> np.ndarray:
         """Visual codes (t, h, w) at the card's size -> frames (4(t - 1) + 1, sH, sW, 3): the
         SR stage samples the codes at s times the size in its parallel steps (with `seed` and
-        the prompt), and the same video tokenizer decodes them. A `row` with an input at the
+        the prompt), and its video tokenizer (the LM's unless the checkpoint has its own)
+        decodes them. A `row` with an input at the
         stage's size (`hires`) gives the stage that input's own tokens where the output keeps
         the input: an image_to_video's first latent frame, the cells outside an inpaint's box,
         those inside an outpaint's."""
@@ -1014,7 +1047,7 @@ class Pipeline:
                 given=given,
                 given_mask=cells,
             )
-            frames = VideoTokenizer.tensor_to_frames(self.video_tokenizer.decode(high))[0]
+            frames = VideoTokenizer.tensor_to_frames(self.sr_video_tokenizer.decode(high))[0]
         clock.add("super_resolution", time.perf_counter() - t0)
         return frames
 
@@ -1023,7 +1056,7 @@ class Pipeline:
         cells (1, t, sh, sw) the output keeps from the input)."""
         _, sh, sw = cast(SuperResolution, self.sr).config.grid
         x = VideoTokenizer.frames_to_tensor(cast(np.ndarray, row.hires)).to(self.device)
-        codes = self.video_tokenizer.encode(x)[0].long()  # (t_in, sh, sw)
+        codes = self.sr_video_tokenizer.encode(x)[0].long()  # (t_in, sh, sw)
         given = torch.zeros((t, sh, sw), dtype=torch.long, device=codes.device)
         cells = torch.zeros((t, sh, sw), dtype=torch.bool, device=codes.device)
         if row.spec.task is Task.image_to_video:
@@ -1108,11 +1141,13 @@ def _check_array(name: str, value: np.ndarray, ndim: int) -> np.ndarray:
     return value
 
 
-def _param_counts(video, audio, lm, sr=None) -> dict[str, int]:
+def _param_counts(video, audio, lm, sr=None, sr_video=None) -> dict[str, int]:
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     counts = {"video_tokenizer": count(video), "audio_tokenizer": count(audio), "lm": count(lm)}
     if sr is not None:
         counts[SR_COMPONENT] = count(sr)
+    if sr_video is not None:
+        counts[SR_TOKENIZER] = count(sr_video)
     return counts
 
 
@@ -1201,8 +1236,20 @@ def load_pipeline(
         with torch.device("meta"):
             sr = SuperResolution(config.sr)
         sr.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
+    sr_video = None
+    if config.sr_video is not None:
+        path = folder / f"{SR_TOKENIZER}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"checkpoint {folder} lacks {path.name} (its config.json has {SR_TOKENIZER}): "
+                "give `videopoet train sr` --sr-tokenizer-from the folder of a video tokenizer "
+                "trained at the larger size"
+            )
+        with torch.device("meta"):
+            sr_video = VideoTokenizer(config.sr_video)
+        sr_video.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
     log.info("loaded %s from %s", config.name, folder)
-    return Pipeline(config, *modules, **options, sr=sr)
+    return Pipeline(config, *modules, **options, sr=sr, sr_video=sr_video)
 
 
 def describe(name_or_path: str) -> dict:
@@ -1220,7 +1267,8 @@ def describe(name_or_path: str) -> dict:
         )
         bert = MiniLMEncoder(BertConfig())
         sr = SuperResolution(config.sr) if config.sr is not None else None
-    params = _param_counts(video, audio, lm, sr)
+        sr_video = VideoTokenizer(config.sr_video) if config.sr_video is not None else None
+    params = _param_counts(video, audio, lm, sr, sr_video)
     params["text_encoder (frozen)"] = sum(p.numel() for p in bert.parameters())
     params["total"] = sum(params.values())
     vt, at = config.video, config.audio
@@ -1258,5 +1306,6 @@ def describe(name_or_path: str) -> dict:
             "from_tokens_per_clip": int(np.prod(config.sr.low_grid)),
             "steps": config.sr.steps,
             "code_groups": config.sr.code_groups,
+            "own_tokenizer": config.sr_video is not None,
         },
     }

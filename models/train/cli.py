@@ -270,6 +270,14 @@ def add_sr_flags(p: argparse.ArgumentParser) -> None:
         help="a new --out (no config.json yet) starts with this checkpoint's config.json and "
         "both tokenizers (e.g. demo), so only the SR stage trains",
     )
+    g.add_argument(
+        "--sr-tokenizer-from",
+        default="",
+        help="the stage's own video tokenizer at the larger size: this folder's "
+        "video_tokenizer (same code bits; e.g. a `train video-tokenizer --scales 2` run, "
+        "encoder and all), copied as sr_video_tokenizer.safetensors; the LM's codes at the "
+        "card's size stay its tokenizer's (default: that tokenizer serves both sizes)",
+    )
 
 
 STAGE_FLAGS = {

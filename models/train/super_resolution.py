@@ -1,8 +1,9 @@
 """Stage 4: the super-resolution model (models/super_resolution.py) over the folder's video
 tokenizer's codes. Each training clip is drawn twice, at the card's size and at `scale` times
 it (the same scene: Shapes-AV renders at any resolution; a JSONL video is decoded at both
-sizes), both tokenized by the folder's video tokenizer and cached with the caption's text
-states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips, so a stopped
+sizes), tokenized by the folder's video tokenizer (the larger size by the stage's own,
+`sr_video_tokenizer.safetensors`, when `--sr-tokenizer-from` gave one) and cached with the
+caption's text states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips, so a stopped
 tokenizing goes on where it stopped, and is kept while the tokenizer's codes and the clips'
 source stay the same. Then masked-token prediction, the LM stage's loop (checkpoints, resume,
 time limit, torchrun)."""
@@ -74,14 +75,75 @@ def set_sr_config(run: Run, preset: str | None) -> SRConfig:
     return sr
 
 
+def set_sr_tokenizer(run: Run, source: str) -> None:
+    """--sr-tokenizer-from: the video tokenizer of `source` (a folder or shipped name, e.g. a
+    `train video-tokenizer --scales 2` run's --out) becomes the stage's own tokenizer at the
+    larger size: its weights copied as sr_video_tokenizer.safetensors and its config written
+    into config.json. The same tokenizer again changes nothing; another one is refused once
+    the stage has trained on the codes of the first."""
+    import shutil
+
+    from models.card import resolve_checkpoint
+    from models.pipeline import SR_TOKENIZER, ModelConfig
+
+    folder = resolve_checkpoint(source)
+    weights = None if folder is None else folder / "video_tokenizer.safetensors"
+    if weights is None or not weights.is_file():
+        raise TrainingError(
+            f"--sr-tokenizer-from: {source} is not a checkpoint folder with config.json and "
+            "video_tokenizer.safetensors"
+        )
+    theirs = ModelConfig.from_dict(json.loads((folder / "config.json").read_text())).video
+    if theirs.codebook_bits != run.config.video.codebook_bits:
+        raise TrainingError(
+            f"--sr-tokenizer-from: {source}'s video tokenizer has {theirs.codebook_bits} code "
+            f"bits and this model's {run.config.video.codebook_bits}: the stage needs one codebook"
+        )
+    target = run.out / f"{SR_TOKENIZER}.safetensors"
+    if target.is_file() and token_digest(target) == token_digest(weights):
+        return
+    if run.state_path.is_file():
+        raise TrainingError(
+            f"--sr-tokenizer-from: the SR stage in {run.out} has trained on another tokenizer's "
+            "codes; start a new --out"
+        )
+    path = run.out / "config.json"
+    if run.world.main:
+        shutil.copyfile(weights, target)
+        d = json.loads(path.read_text())
+        d[SR_TOKENIZER] = theirs.to_dict()
+        path.write_text(json.dumps(d, indent=2) + "\n")
+        log.info("the SR stage's tokenizer: %s (into %s)", weights, target)
+    distributed.barrier()
+    run.config = ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def high_tokenizer(run: Run) -> tuple[VideoTokenizer | None, str]:
+    """The stage's own tokenizer at the larger size (None: the folder's video tokenizer serves
+    both) and the digest of its codes ("" without one)."""
+    from safetensors.torch import load_file
+
+    from models.pipeline import SR_TOKENIZER
+
+    if run.config.sr_video is None:
+        return None, ""
+    path = run.out / f"{SR_TOKENIZER}.safetensors"
+    if not path.is_file():
+        raise TrainingError(f"{path} is missing: give --sr-tokenizer-from again")
+    module = VideoTokenizer(run.config.sr_video)
+    module.load_state_dict(load_file(str(path)))
+    return module.eval(), token_digest(path)
+
+
 @torch.no_grad()
-def tokenize_pairs(data_low, data_high, indices, video_tok, device: str) -> tuple:
-    """Examples `indices` at both sizes -> (low codes, high codes, captions)."""
+def tokenize_pairs(data_low, data_high, indices, video_tok, device: str, high_tok=None) -> tuple:
+    """Examples `indices` at both sizes -> (low codes, high codes, captions); the high codes
+    by `high_tok` when given."""
     lows, highs, captions = [], [], []
-    for data, out in ((data_low, lows), (data_high, highs)):
+    for data, out, tok in ((data_low, lows, video_tok), (data_high, highs, high_tok or video_tok)):
         frames = np.stack([data[int(i)].frames for i in indices])
         x = VideoTokenizer.frames_to_tensor(frames).to(device)
-        out.append(video_tok.encode(x).cpu().to(torch.int16))
+        out.append(tok.encode(x).cpu().to(torch.int16))
     captions = [data_low[int(i)].caption for i in indices]
     return lows[0], highs[0], captions
 
@@ -97,7 +159,8 @@ def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, devic
     tokenizer = run.out / "video_tokenizer.safetensors"
     if not tokenizer.is_file():
         raise TrainingError(f"{tokenizer} is missing: train the video tokenizer first")
-    digest = token_digest(tokenizer)
+    high_tok, high_digest = high_tokenizer(run)
+    digest = token_digest(tokenizer) + (f"+{high_digest}" if high_digest else "")
     source = f"{spec} (seed {seed}, scale {scale})"
     d = torch.load(path, weights_only=True) if path.is_file() else None
     if d is not None and (d["tokenizer"] != digest or d["source"] != source):
@@ -111,6 +174,8 @@ def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, devic
         return d
     video_tok, _ = load_tokenizers(run)
     video_tok = video_tok.to(device).eval()
+    if high_tok is not None:
+        high_tok = high_tok.to(device)
     log.info("tokenizing clips %d to %d at both sizes for the SR stage", have, want)
     t0 = time.perf_counter()
     order = np.random.default_rng([seed, 11]).permutation(len(low_data))[:want]
@@ -119,7 +184,7 @@ def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, devic
     captions = list(d["captions"]) if d else []
     for i in range(have, want, CHUNK):
         low, high, caps = tokenize_pairs(
-            low_data, high_data, order[i : i + CHUNK], video_tok, device
+            low_data, high_data, order[i : i + CHUNK], video_tok, device, high_tok
         )
         lows, highs, captions = lows + list(low), highs + list(high), captions + caps
         d = {
@@ -142,6 +207,8 @@ def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, devic
 def train_sr(args) -> dict:
     run = Run(args.out, "sr", args.config)
     sr = set_sr_config(run, args.sr_preset)
+    if args.sr_tokenizer_from:
+        set_sr_tokenizer(run, args.sr_tokenizer_from)
     # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
     if run.world.main:
         d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)

@@ -300,3 +300,39 @@ def test_an_input_at_the_larger_size_keeps_its_own_tokens_there(sr_pipe, monkeyp
         high = seen[-1][0]  # (5, 8, 8)
         assert torch.equal(high[..., kept], codes[..., kept]), task
         assert not torch.equal(high, codes), task  # the rest is the stage's
+
+
+def test_a_stage_with_its_own_tokenizer_draws_the_larger_size_with_it(tmp_path, sr_pipe) -> None:
+    """A checkpoint whose SR stage has its own video tokenizer: the larger size is read and
+    drawn by that tokenizer; the card's size is still the LM's tokenizer's."""
+    from models.pipeline import SR_TOKENIZER, describe, load_pipeline
+    from models.spec import GenerationInputs, Task, TaskSpec
+    from models.train.data import open_data
+    from models.video_tokenizer import VideoTokenizer
+    from tests.models.sr_checkpoint import tiny_sr_checkpoint
+
+    folder = tiny_sr_checkpoint(tmp_path / "own", own_tokenizer=True)
+    pipe = load_pipeline(str(folder))
+    assert pipe.sr_video_tokenizer is not pipe.video_tokenizer
+    info = describe(str(folder))
+    assert info["super_resolution"]["own_tokenizer"] is True
+    assert info["parameters"][SR_TOKENIZER] == info["parameters"]["video_tokenizer"]
+
+    def round_trip(tok, frames):
+        with torch.inference_mode():
+            x = VideoTokenizer.frames_to_tensor(frames)
+            return VideoTokenizer.tensor_to_frames(tok.decode(tok.encode(x)))[0]
+
+    clip = open_data("shapes-av", pipe.card, seed=3, scale=2)[0].frames  # (17, 64, 64, 3)
+    spec = TaskSpec(task=Task.image_to_video, prompt="a red circle", seed=2)
+    big = pipe.generate(spec, GenerationInputs(image=clip[0]))
+    own = round_trip(pipe.sr_video_tokenizer, clip[:1])[0]
+    np.testing.assert_array_equal(big.frames[0], own)
+    assert not np.array_equal(own, round_trip(pipe.video_tokenizer, clip[:1])[0])
+    # the card's own size: the LM's tokenizer, as in the checkpoint without it
+    small = TaskSpec(task=Task.text_to_video, prompt="a red circle", seed=4, size="32x32")
+    np.testing.assert_array_equal(pipe.generate(small).frames, sr_pipe.generate(small).frames)
+
+    (folder / f"{SR_TOKENIZER}.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="--sr-tokenizer-from"):
+        load_pipeline(str(folder))

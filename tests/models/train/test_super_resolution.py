@@ -110,3 +110,41 @@ def test_video_tokenizer_scales_take_the_steps_in_turn(tmp_path, monkeypatch):
     assert sizes == [(32, 32), (64, 64), (32, 32), (64, 64)]  # tiny's card, then twice it
     with pytest.raises(SystemExit, match="whole numbers >= 1"):
         train_run("video-tokenizer", tmp_path / "x", "--steps", "1", "--scales", "1,x")
+
+
+def test_the_stage_can_have_its_own_tokenizer_at_the_larger_size(tmp_path, tokenized):
+    """--sr-tokenizer-from: the larger size's codes are that tokenizer's, the card's size's
+    the folder's own (the LM's); another tokenizer after training is refused."""
+    from models.pipeline import SR_TOKENIZER
+
+    own = tmp_path / "vt"
+    train_run("video-tokenizer", own, "--steps", "1", "--batch", "1", "--scales", "2")
+    folder = _folder(tmp_path, tokenized)
+    train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "6",
+              "--sr-tokenizer-from", str(own))  # fmt: skip
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    assert config.sr_video is not None
+    assert (folder / f"{SR_TOKENIZER}.safetensors").read_bytes() == (
+        own / "video_tokenizer.safetensors"
+    ).read_bytes()
+    d = _cache(folder)
+    lm_tok, _ = load_tokenizers(Run(folder, "sr", "tiny"))
+    high_tok, _ = stage.high_tokenizer(Run(folder, "sr", "tiny"))
+    assert high_tok is not None
+    for scale, key, tok in ((1, "low", lm_tok), (2, "high", high_tok)):
+        data = stage.open_data("shapes-av", config.card, seed=0, scale=scale)
+        order = np.random.default_rng([0, 11]).permutation(len(data))
+        x = VideoTokenizer.frames_to_tensor(data[int(order[2])].frames[None])
+        with torch.no_grad():
+            assert torch.equal(tok.encode(x)[0].to(torch.int16), d[key][2]), key
+    with torch.no_grad():  # the two tokenizers write different codes for the large clip
+        assert not torch.equal(lm_tok.encode(x)[0].to(torch.int16), d["high"][2])
+
+    # the same tokenizer again resumes; another one is refused
+    train_run("sr", folder, "--steps", "2", "--batch", "2", "--clips", "6", "--resume",
+              "--sr-tokenizer-from", str(own))  # fmt: skip
+    with pytest.raises(SystemExit, match="trained on another tokenizer's codes"):
+        train_run("sr", folder, "--steps", "3", "--batch", "2", "--clips", "6", "--resume",
+                  "--sr-tokenizer-from", str(folder))  # fmt: skip
+    with pytest.raises(SystemExit, match="not a checkpoint folder"):
+        train_run("sr", tmp_path / "new", "--steps", "1", "--sr-tokenizer-from", str(tmp_path))

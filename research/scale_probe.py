@@ -1,0 +1,79 @@
+"""What a video tokenizer keeps of clips rendered at a given size: its ceiling at that size.
+
+    python -m research.scale_probe --model demo --size 128 [--n 48] [--threads 2]
+    python -m research.scale_probe --model out/vt128 --size 128     # a run's folder, mid-training
+
+The eval's held-out clips (the same specs as `videopoet eval`) are rendered at --size, sent
+through the checkpoint's video tokenizer (encode, then decode at that size) and read by the
+eval's analysers: colour, shape, size and motion kept, with what the analysers read off the
+true render (their own ceiling) and the reconstruction PSNR. No SR stage and no LM: the
+figure bounds what any stage that writes the tokenizer's codes at that size can show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from models import shapes_av as av
+from models.evaluate import (
+    _acc,
+    classify_motion,
+    classify_shape,
+    classify_size,
+    dominant_colour,
+    psnr,
+    round_trip_video,
+    tokenizers_only,
+)
+
+READERS = (
+    ("colour", dominant_colour),
+    ("shape", classify_shape),
+    ("size", classify_size),
+    ("motion", classify_motion),
+)
+
+
+def probe(tokenizer, size: int, n: int, seed: int = 0, device: str = "cpu") -> dict:
+    """The analysers on n held-out clips at size x size, through the tokenizer and true."""
+    specs = av.heldout_specs(n, seed=12345 + seed)
+    truths = [av.render_frames(sp, size) for sp in specs]
+    labels = [av.labels(sp) for sp in specs]
+    outs = [round_trip_video(tokenizer, t, device) for t in truths]
+    result: dict = {
+        "size": size,
+        "n": n,
+        "psnr_db": round(float(np.mean([psnr(t, o) for t, o in zip(truths, outs)])), 2),
+    }
+    for name, fn in READERS:
+        want = [lab[name] for lab in labels]
+        result[f"{name}_kept"] = round(_acc([fn(o) for o in outs], want), 3)
+        result[f"{name}_true"] = round(_acc([fn(t) for t in truths], want), 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="demo", help="checkpoint name or folder (a run's --out)")
+    p.add_argument("--size", type=int, default=128, help="render and tokenize at size x size")
+    p.add_argument("--n", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = tokenizers_only(args.model, "cpu")
+    t0 = time.perf_counter()
+    result = probe(pipe.video_tokenizer, args.size, args.n, args.seed)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
