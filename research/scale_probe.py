@@ -28,7 +28,6 @@ from models.evaluate import (
     dominant_colour,
     psnr,
     round_trip_video,
-    tokenizers_only,
 )
 
 READERS = (
@@ -57,6 +56,24 @@ def probe(tokenizer, size: int, n: int, seed: int = 0, device: str = "cpu") -> d
     return result
 
 
+def load_video_tokenizer(model: str):
+    """The video tokenizer of a checkpoint folder or shipped name (a run's folder may hold
+    nothing else yet)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from models.card import resolve_checkpoint
+    from models.pipeline import ModelConfig
+    from models.video_tokenizer import VideoTokenizer
+
+    folder = resolve_checkpoint(model) or Path(model)
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    tokenizer = VideoTokenizer(config.video)
+    tokenizer.load_state_dict(load_file(str(folder / "video_tokenizer.safetensors")))
+    return tokenizer.eval()
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="demo", help="checkpoint name or folder (a run's --out)")
@@ -67,9 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = tokenizers_only(args.model, "cpu")
+    tokenizer = load_video_tokenizer(args.model)
     t0 = time.perf_counter()
-    result = probe(pipe.video_tokenizer, args.size, args.n, args.seed)
+    result = probe(tokenizer, args.size, args.n, args.seed)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result))
     return result
