@@ -59,15 +59,17 @@ def probe(tokenizer, size: int, n: int, seed: int = 0, device: str = "cpu") -> d
 def load_video_tokenizer(model: str):
     """The video tokenizer of a checkpoint folder or shipped name (a run's folder may hold
     nothing else yet)."""
-    from pathlib import Path
-
     from safetensors.torch import load_file
 
     from models.card import resolve_checkpoint
     from models.pipeline import ModelConfig
     from models.video_tokenizer import VideoTokenizer
 
-    folder = resolve_checkpoint(model) or Path(model)
+    folder = resolve_checkpoint(model)
+    if folder is None:  # a preset, built from its seed
+        from models.pipeline import load_pipeline
+
+        return load_pipeline(model).video_tokenizer
     config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
     tokenizer = VideoTokenizer(config.video)
     tokenizer.load_state_dict(load_file(str(folder / "video_tokenizer.safetensors")))
