@@ -6,7 +6,8 @@
 The eval's held-out clips (the same specs as `videopoet eval`) are rendered at --size, sent
 through the checkpoint's video tokenizer (encode, then decode at that size) and read by the
 eval's analysers: colour, shape, size and motion kept, with what the analysers read off the
-true render (their own ceiling) and the reconstruction PSNR. No SR stage and no LM: the
+true render (their own ceiling) and the reconstruction PSNR; and shape read off frame 0 alone
+(the causal tokenizer draws it from latent frame 0 only; the eval reads the clip's median). No SR stage and no LM: the
 figure bounds what any stage that writes the tokenizer's codes at that size can show.
 """
 
@@ -53,6 +54,10 @@ def probe(tokenizer, size: int, n: int, seed: int = 0, device: str = "cpu") -> d
         want = [lab[name] for lab in labels]
         result[f"{name}_kept"] = round(_acc([fn(o) for o in outs], want), 3)
         result[f"{name}_true"] = round(_acc([fn(t) for t in truths], want), 3)
+    # frame 0 alone (the causal tokenizer's latent frame 0, an image's only one) against the
+    # clip's median: how much of what is lost is lost in the later, 4-frame latent frames
+    shapes = [lab["shape"] for lab in labels]
+    result["shape_frame0_kept"] = round(_acc([classify_shape(o[:1]) for o in outs], shapes), 3)
     return result
 
 

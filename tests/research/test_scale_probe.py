@@ -20,6 +20,7 @@ def test_a_tokenizer_that_keeps_everything_scores_the_analysers_own_ceiling():
     assert result["psnr_db"] > 90  # the frames come back to the bit (the PSNR's cap)
     for name, _ in probe.READERS:
         assert result[f"{name}_kept"] == result[f"{name}_true"] == 1.0, name
+    assert result["shape_frame0_kept"] == 1.0
 
 
 def test_a_run_folder_with_only_its_video_tokenizer_is_probed_at_any_size(tmp_path, capsys):
