@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast, overload
+from typing import Any, cast, overload
 
 import numpy as np
 import torch
@@ -1197,6 +1197,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _load_part(folder: Path, name: str, build, why: str, device) -> Any:
+    """An optional component `name` of a checkpoint folder, built empty by `build` and loaded;
+    a missing file is an error that says why the folder needs it (`why`, in brackets)."""
+    from safetensors.torch import load_file
+
+    path = folder / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {folder} lacks {path.name} ({why}")
+    with torch.device("meta"):
+        module = build()
+    module.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
+    return module
+
+
 def load_pipeline(
     name_or_path: str = "tiny",
     device: str | torch.device = "cpu",
@@ -1225,29 +1239,24 @@ def load_pipeline(
         module.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
     lm = modules[2]
     lm.rope = rope_tables(config.lm.max_seq_len, config.lm.head_dim, config.lm.rope_base)
-    sr = None
+    sr = sr_video = None
     if config.sr is not None:
-        path = folder / f"{SR_COMPONENT}.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"checkpoint {folder} lacks {path.name} (its config.json has a super_resolution "
-                "stage): train it with `videopoet train sr`"
-            )
-        with torch.device("meta"):
-            sr = SuperResolution(config.sr)
-        sr.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
-    sr_video = None
+        sr = _load_part(
+            folder,
+            SR_COMPONENT,
+            lambda: SuperResolution(cast(SRConfig, config.sr)),
+            "its config.json has a super_resolution stage): train it with `videopoet train sr`",
+            device,
+        )
     if config.sr_video is not None:
-        path = folder / f"{SR_TOKENIZER}.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"checkpoint {folder} lacks {path.name} (its config.json has {SR_TOKENIZER}): "
-                "give `videopoet train sr` --sr-tokenizer-from the folder of a video tokenizer "
-                "trained at the larger size"
-            )
-        with torch.device("meta"):
-            sr_video = VideoTokenizer(config.sr_video)
-        sr_video.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
+        sr_video = _load_part(
+            folder,
+            SR_TOKENIZER,
+            lambda: VideoTokenizer(cast(VideoTokenizerConfig, config.sr_video)),
+            f"its config.json has {SR_TOKENIZER}): give `videopoet train sr` --sr-tokenizer-from "
+            "the folder of a video tokenizer trained at the larger size",
+            device,
+        )
     log.info("loaded %s from %s", config.name, folder)
     return Pipeline(config, *modules, **options, sr=sr, sr_video=sr_video)
 
