@@ -1023,10 +1023,9 @@ class Pipeline:
         """Visual codes (t, h, w) at the card's size -> frames (4(t - 1) + 1, sH, sW, 3): the
         SR stage samples the codes at s times the size in its parallel steps (with `seed` and
         the prompt), and its video tokenizer (the LM's unless the checkpoint has its own)
-        decodes them. A `row` with an input at the
-        stage's size (`hires`) gives the stage that input's own tokens where the output keeps
-        the input: an image_to_video's first latent frame, the cells outside an inpaint's box,
-        those inside an outpaint's."""
+        decodes them. A `row` with an input at the stage's size (`hires`) gives the stage that
+        input's own tokens where the output keeps the input: an image_to_video's first latent
+        frame, the cells outside an inpaint's box, those inside an outpaint's."""
         sr = cast(SuperResolution, self.sr)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -1197,18 +1196,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _load_part(folder: Path, name: str, build, why: str, device) -> Any:
-    """An optional component `name` of a checkpoint folder, built empty by `build` and loaded;
-    a missing file is an error that says why the folder needs it (`why`, in brackets)."""
+def load_component(folder: Path, name: str, build, why: str, device="cpu") -> Any:
+    """The component `name` of a checkpoint folder, built empty by `build` and loaded (in eval
+    mode); a missing file is an error that says why the folder needs it (`why`, in brackets)."""
     from safetensors.torch import load_file
 
     path = folder / f"{name}.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {folder} lacks {path.name} ({why}")
+        raise FileNotFoundError(f"checkpoint {folder} lacks {path.name} ({why})")
     with torch.device("meta"):
         module = build()
     module.load_state_dict(load_file(str(path), device=str(device)), assign=True, strict=True)
-    return module
+    return module.eval()
 
 
 def load_pipeline(
@@ -1241,19 +1240,19 @@ def load_pipeline(
     lm.rope = rope_tables(config.lm.max_seq_len, config.lm.head_dim, config.lm.rope_base)
     sr = sr_video = None
     if config.sr is not None:
-        sr = _load_part(
+        sr = load_component(
             folder,
             SR_COMPONENT,
             lambda: SuperResolution(cast(SRConfig, config.sr)),
-            "its config.json has a super_resolution stage): train it with `videopoet train sr`",
+            "its config.json has a super_resolution stage; train it with `videopoet train sr`",
             device,
         )
     if config.sr_video is not None:
-        sr_video = _load_part(
+        sr_video = load_component(
             folder,
             SR_TOKENIZER,
             lambda: VideoTokenizer(cast(VideoTokenizerConfig, config.sr_video)),
-            f"its config.json has {SR_TOKENIZER}): give `videopoet train sr` --sr-tokenizer-from "
+            f"its config.json has {SR_TOKENIZER}; give `videopoet train sr` --sr-tokenizer-from "
             "the folder of a video tokenizer trained at the larger size",
             device,
         )

@@ -7,7 +7,8 @@ The eval's held-out clips (the same specs as `videopoet eval`) are rendered at -
 through the checkpoint's video tokenizer (encode, then decode at that size) and read by the
 eval's analysers: colour, shape, size and motion kept, with what the analysers read off the
 true render (their own ceiling) and the reconstruction PSNR; and shape read off frame 0 alone
-(the causal tokenizer draws it from latent frame 0 only; the eval reads the clip's median). No SR stage and no LM: the
+(the causal tokenizer draws it from latent frame 0 only; the eval reads the clip's median).
+No SR stage and no LM: the
 figure bounds what any stage that writes the tokenizer's codes at that size can show.
 """
 
@@ -64,21 +65,17 @@ def probe(tokenizer, size: int, n: int, seed: int = 0, device: str = "cpu") -> d
 def load_video_tokenizer(model: str):
     """The video tokenizer of a checkpoint folder or shipped name (a run's folder may hold
     nothing else yet)."""
-    from safetensors.torch import load_file
-
     from models.card import resolve_checkpoint
-    from models.pipeline import ModelConfig
+    from models.pipeline import ModelConfig, load_component, load_pipeline
     from models.video_tokenizer import VideoTokenizer
 
     folder = resolve_checkpoint(model)
     if folder is None:  # a preset, built from its seed
-        from models.pipeline import load_pipeline
-
         return load_pipeline(model).video_tokenizer
-    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
-    tokenizer = VideoTokenizer(config.video)
-    tokenizer.load_state_dict(load_file(str(folder / "video_tokenizer.safetensors")))
-    return tokenizer.eval()
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text())).video
+    return load_component(
+        folder, "video_tokenizer", lambda: VideoTokenizer(config), "train the video tokenizer"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

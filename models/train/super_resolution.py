@@ -3,9 +3,9 @@ tokenizer's codes. Each training clip is drawn twice, at the card's size and at 
 it (the same scene: Shapes-AV renders at any resolution; a JSONL video is decoded at both
 sizes), tokenized by the folder's video tokenizer (the larger size by the stage's own,
 `sr_video_tokenizer.safetensors`, when `--sr-tokenizer-from` gave one) and cached with the
-caption's text states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips, so a stopped
-tokenizing goes on where it stopped, and is kept while the tokenizer's codes and the clips'
-source stay the same. Then masked-token prediction, the LM stage's loop (checkpoints, resume,
+caption's text states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips,
+so a stopped tokenizing goes on where it stopped, and is kept while the tokenizers' codes and
+the clips' source stay the same. Then masked-token prediction, the LM stage's loop (checkpoints, resume,
 time limit, torchrun)."""
 
 from __future__ import annotations
@@ -121,18 +121,18 @@ def set_sr_tokenizer(run: Run, source: str) -> None:
 def high_tokenizer(run: Run) -> tuple[VideoTokenizer | None, str]:
     """The stage's own tokenizer at the larger size (None: the folder's video tokenizer serves
     both) and the digest of its codes ("" without one)."""
-    from safetensors.torch import load_file
+    from models.pipeline import SR_TOKENIZER, load_component
 
-    from models.pipeline import SR_TOKENIZER
-
-    if run.config.sr_video is None:
+    config = run.config.sr_video
+    if config is None:
         return None, ""
-    path = run.out / f"{SR_TOKENIZER}.safetensors"
-    if not path.is_file():
-        raise TrainingError(f"{path} is missing: give --sr-tokenizer-from again")
-    module = VideoTokenizer(run.config.sr_video)
-    module.load_state_dict(load_file(str(path)))
-    return module.eval(), token_digest(path)
+    try:
+        module = load_component(
+            run.out, SR_TOKENIZER, lambda: VideoTokenizer(config), "give --sr-tokenizer-from again"
+        )
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
+    return module, token_digest(run.out / f"{SR_TOKENIZER}.safetensors")
 
 
 @torch.no_grad()
