@@ -71,6 +71,14 @@ def common_parser() -> argparse.ArgumentParser:
         "(fine-tuning; the optimizer starts fresh); --resume state wins over it",
     )
     g.add_argument(
+        "--fresh-lr-mult",
+        type=float,
+        default=None,
+        help="with --init-from: the tensors the file lacks (a part the config adds, such as "
+        "--text-pool-heads) train at this multiple of the learning rate, the rest at the "
+        "schedule's own (default 1; kept by --resume, and given again it wins)",
+    )
+    g.add_argument(
         "--max-minutes", type=float, default=0.0, help="stop (with a checkpoint) after this"
     )
     g.add_argument(
@@ -350,6 +358,8 @@ def _run_stage(args: argparse.Namespace) -> dict:
         raise TrainingError(f"--clips must be at least 1; got {args.clips}")
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
+    if args.fresh_lr_mult is not None and not args.fresh_lr_mult > 0:
+        raise TrainingError(f"--fresh-lr-mult must be above 0; got {args.fresh_lr_mult:g}")
     result = TRAIN[args.stage](args)
     log.info("%s done: %s", args.stage, result)
     return result

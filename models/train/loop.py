@@ -168,6 +168,18 @@ def load_matching(module: torch.nn.Module, path: str) -> list[str]:
     return fresh
 
 
+def param_groups(module: torch.nn.Module, fresh: list[str], mult: float) -> list[dict]:
+    """The optimizer's groups: every parameter at the schedule's lr ("lr_mult" 1), and, when
+    `fresh` names some (tensors --init-from could not fill) and `mult` is not 1, those in a
+    second group at `mult` times it. One group otherwise, as a run without the flag has."""
+    names = set(fresh)
+    new = [p for n, p in module.named_parameters() if n in names]
+    if not new or mult == 1.0:
+        return [{"params": list(module.parameters()), "lr_mult": 1.0}]
+    old = [p for n, p in module.named_parameters() if n not in names]
+    return [{"params": old, "lr_mult": 1.0}, {"params": new, "lr_mult": mult}]
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     """Linear warmup, then cosine down to a tenth of `lr` at `steps`."""
     if step < warmup:
@@ -226,19 +238,40 @@ def train_loop(
     module.to(args.device)
     state = run.load_state(args.resume)
     start, elapsed = 0, 0.0
+    fresh: list[str] = []  # tensors the --init-from file lacked (they may train at another lr)
     if state is not None:  # every rank reads the same file, before any sharding
         module.load_state_dict(state["model"])
         start, elapsed = int(state["step"]), float(state["elapsed_s"])
+        fresh = list(state.get("fresh", []))
         if load_extra is not None:
             load_extra(state)
         log.info("resuming %s at step %d (%.0f s trained)", run.stage, start, elapsed)
     elif args.init_from:  # main_train has resolved it to the component's file
-        load_matching(module, str(args.init_from))
+        fresh = load_matching(module, str(args.init_from))
     module.train()
     step_through = distributed.wrap(module, step_fn, args.device, getattr(args, "fsdp", False))
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    mult = getattr(args, "fresh_lr_mult", None)
+    groups = param_groups(module, fresh, 1.0 if mult is None else mult)
+    if state is not None:  # the groups the checkpoint's optimizer has
+        saved = len(state["optimizer"]["param_groups"])
+        if saved == 1 and len(groups) > 1:
+            raise TrainingError(
+                f"--fresh-lr-mult {mult:g}: {run.stage} has trained its {len(fresh)} fresh "
+                "tensors at the one learning rate; resume without the flag, or start a new "
+                "run from its weights (--init-from)"
+            )
+        groups = param_groups(module, fresh, 0.0 if saved > 1 else 1.0)  # mult: the state's
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     if state is not None:
         distributed.load_optimizer(module, opt, state["optimizer"])
+        if mult is not None and len(opt.param_groups) > 1:  # given again: it wins
+            opt.param_groups[-1]["lr_mult"] = mult
+    if len(opt.param_groups) > 1:
+        log.info(
+            "%d fresh tensors train at %g x the learning rate (--fresh-lr-mult)",
+            len(opt.param_groups[-1]["params"]),
+            opt.param_groups[-1].get("lr_mult", 1.0),
+        )
     stop = StopSignal()
     t_start = time.perf_counter()
     t_ckpt = time.perf_counter()
@@ -262,7 +295,7 @@ def train_loop(
         # (the ranks' clock of the step before: every rank must use the same lr)
         clock = ran / limit * steps if limit < math.inf else 0
         for g in opt.param_groups:
-            g["lr"] = lr_at(max(step, int(clock)), steps, lr, warmup)
+            g["lr"] = lr_at(max(step, int(clock)), steps, lr, warmup) * g.get("lr_mult", 1.0)
         with autocast(args.device):
             loss, parts = step_through(rng, step)
         opt.zero_grad(set_to_none=True)
@@ -293,6 +326,11 @@ def train_loop(
             "loss": round(value, 5),
             **{k: round(v, 5) for k, v in zip(names, values)},
             "lr": round(opt.param_groups[0]["lr"], 7),
+            **(
+                {"lr_fresh": round(opt.param_groups[-1]["lr"], 7)}
+                if len(opt.param_groups) > 1
+                else {}
+            ),
             "grad_norm": round(gnorm, 4),
             "step_s": round(dt, 3),
             "elapsed_s": round(elapsed + time.perf_counter() - t_start, 1),
@@ -302,7 +340,7 @@ def train_loop(
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.4f}", refresh=False)
         if due or step == stop_at or out_of_time or stopping:
-            run.save(module, opt, step, elapsed + now - t_start, extra_state())
+            run.save(module, opt, step, elapsed + now - t_start, {**extra_state(), "fresh": fresh})
             t_ckpt = now
         if out_of_time:
             log.info("--max-minutes reached at step %d", step)
@@ -312,5 +350,11 @@ def train_loop(
     bar.close()
     if step == start:  # nothing ran (already done): keep the files as they are
         return {"step": step}
-    run.save(module, opt, step, elapsed + time.perf_counter() - t_start, extra_state())
+    run.save(
+        module,
+        opt,
+        step,
+        elapsed + time.perf_counter() - t_start,
+        {**extra_state(), "fresh": fresh},
+    )
     return last

@@ -87,3 +87,44 @@ def test_an_lm_fine_tune_in_one_command(tmp_path, tokenized):
     with pytest.raises(SystemExit, match="has its own"):
         main_train(["lm", "--out", str(tmp_path / "x"), "--data", "clips.jsonl",
                     "--captions", "broad"])  # fmt: skip
+
+
+def test_fresh_tensors_train_at_their_own_learning_rate(tmp_path, tokenized):
+    """--fresh-lr-mult: the caption queries --text-pool-heads adds (which --init-from cannot
+    fill) train at that multiple of the schedule's lr, the LM's own tensors at the schedule's;
+    the log shows both, --resume keeps the split, and a run that trained as one group refuses
+    the flag rather than silently ignoring it."""
+    source = copy_tokenized(tokenized, tmp_path / "source")
+    config = json.loads((source / "config.json").read_text())
+    config["lm"]["text_global"] = True
+    (source / "config.json").write_text(json.dumps(config))
+    train_run("lm", source, "--steps", "1", "--batch", "2", "--clips", "6")
+    before = load_file(str(source / "lm.safetensors"))
+
+    out = copy_tokenized(source, tmp_path / "fine-tune")
+    command = ["--init-from", str(source), "--text-pool-heads", "2", "--clips", "6",
+               "--batch", "2", "--steps", "40", "--log-every", "1"]  # fmt: skip
+    train_run("lm", out, *command, "--fresh-lr-mult", "50", "--stop-at", "3")
+    log = read_log(out, "lm")
+    assert [r["step"] for r in log] == [1, 2, 3]
+    for r in log:
+        assert r["lr_fresh"] == pytest.approx(50 * r["lr"], rel=1e-3) and r["lr"] > 0
+    after = load_file(str(out / "lm.safetensors"))
+    assert not torch.equal(after["text_pool.weight"], torch.zeros_like(after["text_pool.weight"]))
+
+    train_run("lm", out, *command, "--resume", "--stop-at", "5")  # no flag: the checkpoint's
+    log = read_log(out, "lm")
+    assert [r["step"] for r in log][-2:] == [4, 5]
+    assert log[-1]["lr_fresh"] == pytest.approx(50 * log[-1]["lr"], rel=1e-3)
+    train_run("lm", out, *command, "--resume", "--stop-at", "6", "--fresh-lr-mult", "5")
+    last = read_log(out, "lm")[-1]
+    assert last["lr_fresh"] == pytest.approx(5 * last["lr"], rel=1e-3)
+
+    plain = copy_tokenized(source, tmp_path / "plain")
+    train_run("lm", plain, *command, "--stop-at", "1")  # one group: the log has one lr
+    assert "lr_fresh" not in read_log(plain, "lm")[-1]
+    with pytest.raises(SystemExit, match="fresh-lr-mult 10.*one learning rate"):
+        train_run("lm", plain, *command, "--resume", "--fresh-lr-mult", "10")
+    with pytest.raises(SystemExit, match="must be above 0"):
+        train_run("lm", plain, *command, "--fresh-lr-mult", "0")
+    assert set(before) < set(after)
