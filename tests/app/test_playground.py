@@ -77,16 +77,18 @@ def watch_progress(page: Page) -> None:
 
 
 def wait_playable(page: Page) -> dict:
-    """Until the <video> has decoded a frame; returns its readyState and duration."""
-    page.wait_for_function(
+    """Until the player shows the result (not a preview: "completed" can arrive while the last
+    preview still plays, and the result then replaces it, which resets the <video>) and has
+    decoded a frame of it; returns its readyState, duration and width, read in that same check."""
+    handle = page.wait_for_function(
         "() => { const v = document.getElementById('player');"
-        " return v.readyState >= 2 && v.duration > 0; }",
+        " const result = !('preview' in document.getElementById('media').dataset)"
+        " && !document.getElementById('links').hidden;"
+        " return result && v.readyState >= 2 && v.duration > 0"
+        " && {readyState: v.readyState, duration: v.duration, width: v.videoWidth}; }",
         timeout=30_000,
     )
-    return page.evaluate(
-        "() => { const v = document.getElementById('player');"
-        " return {readyState: v.readyState, duration: v.duration, width: v.videoWidth}; }"
-    )
+    return handle.json_value()
 
 
 def test_text_to_video_shows_progress_and_plays_the_result(page: Page, service: Service) -> None:
