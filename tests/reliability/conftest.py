@@ -185,7 +185,19 @@ class Stack:
             finished = all(r.status in statuses for r in records.values())
             return records if len(records) == len(ids) and finished else None
 
-        return wait_for(done, timeout, f"{len(ids)} videos to be {statuses}", interval=0.25)  # type: ignore[return-value]
+        try:
+            return wait_for(done, timeout, f"{len(ids)} videos to be {statuses}", interval=0.25)  # type: ignore[return-value]
+        except TimeoutError as e:  # say which videos are left, and where they stand
+            left: dict[str, object]
+            try:
+                left = {
+                    i: (r.status.value, r.worker, r.attempts, r.progress)
+                    for i, r in self.records(ids).items()
+                    if r.status not in statuses
+                }
+            except RedisError as r:
+                left = {"records": f"unreadable: {r}"}
+            raise TimeoutError(f"{e}; not done (status, worker, attempts, progress): {left}") from e
 
     def ledger_events(self, event: str) -> list[str]:
         return [subject for e, subject, _ in read_ledger(self.ledger) if e == event]
