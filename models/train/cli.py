@@ -19,7 +19,12 @@ from models.train.errors import TrainingError
 from models.train.lm import TASK_WEIGHTS, copy_tokenizers, task_weights, train_lm
 from models.train.loop import DEFAULTS, STAGES, init_path
 from models.train.super_resolution import train_sr
-from models.train.video_tokenizer import check_crop_frames, parse_scales, train_video_tokenizer
+from models.train.video_tokenizer import (
+    check_crop_frames,
+    check_foreground_margin,
+    parse_scales,
+    train_video_tokenizer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +131,14 @@ def add_video_tokenizer_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="extra loss weight on pixels unlike the frame's border",
+    )
+    g.add_argument(
+        "--foreground-margin",
+        type=int,
+        default=0,
+        help="with --foreground-weight, weight the background within this many pixels of the "
+        "object alike (pixels at the card's size, doubled at scale 2), so that unsure edge "
+        "pixels are not drawn as object (0: the object alone, which draws objects too large)",
     )
     g.add_argument(
         "--entropy-tokens",
@@ -345,6 +358,7 @@ def _run_stage(args: argparse.Namespace) -> dict:
         log.warning("--fsdp shards across torchrun's processes; in one process it does nothing")
     if args.stage == "video-tokenizer":
         check_crop_frames(args.crop_frames)
+        check_foreground_margin(args.foreground_margin, args.foreground_weight)
         args.scales = parse_scales(args.scales)
     if args.stage == "lm":
         task_weights(args.task_weights)  # a typo fails now, not after tokenizing

@@ -58,6 +58,7 @@ def test_a_mistake_is_one_line_through_main_train_and_an_exception_below(tmp_pat
         (["lm", "--out", str(out), "--init-from", nowhere], "--init-from: "),
         (["lm", "--out", str(out), "--task-weights", "video_to_sound=2"], "not task=weight"),
         (["video-tokenizer", "--out", str(out), "--crop-frames", "6"], "4k+1"),
+        (["video-tokenizer", "--out", str(out), "--foreground-margin", "2"], "--foreground-weight"),
     ]
     if not torch.cuda.is_available():
         cases.append((["audio-tokenizer", "--out", str(out), "--device", "cuda"], "--device: "))

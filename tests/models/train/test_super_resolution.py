@@ -99,15 +99,23 @@ def test_video_tokenizer_scales_take_the_steps_in_turn(tmp_path, monkeypatch):
     from models.train import video_tokenizer
 
     real, sizes = video_tokenizer.video_batch, []
+    real_weights, margins = video_tokenizer.loss_weights, []
 
     def recording(*args, **kwargs):
         x = real(*args, **kwargs)
         sizes.append(tuple(x.shape[-2:]))
         return x
 
+    def weights(fg, weight, margin):
+        margins.append(margin)
+        return real_weights(fg, weight, margin)
+
     monkeypatch.setattr(video_tokenizer, "video_batch", recording)
-    train_run("video-tokenizer", tmp_path, "--steps", "4", "--batch", "1", "--scales", "1,2")
+    monkeypatch.setattr(video_tokenizer, "loss_weights", weights)
+    train_run("video-tokenizer", tmp_path, "--steps", "4", "--batch", "1", "--scales", "1,2",
+              "--foreground-weight", "5", "--foreground-margin", "1")  # fmt: skip
     assert sizes == [(32, 32), (64, 64), (32, 32), (64, 64)]  # tiny's card, then twice it
+    assert margins == [1, 2, 1, 2]  # the band is as wide in the scene at either scale
     with pytest.raises(SystemExit, match="whole numbers >= 1"):
         train_run("video-tokenizer", tmp_path / "x", "--steps", "1", "--scales", "1,x")
 

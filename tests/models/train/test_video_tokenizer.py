@@ -10,7 +10,13 @@ from models import shapes_av as av
 from models.pipeline import ModelConfig, load_pipeline
 from models.spec import Task, TaskSpec
 from models.train.data import ShapesAVData
-from models.train.video_tokenizer import colour_differences, foreground
+from models.train.errors import TrainingError
+from models.train.video_tokenizer import (
+    check_foreground_margin,
+    colour_differences,
+    foreground,
+    loss_weights,
+)
 from models.video_tokenizer import VideoTokenizer
 from tests.models.train.runs import read_log, train_run
 
@@ -125,3 +131,23 @@ def test_decoder_only_trains_a_wider_decoder_on_the_same_tokens(tmp_path, tokeni
     (tmp_path / "other" / "config.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="does not fit"):
         train_run("video-tokenizer", tmp_path / "other", *args, "--init-from", str(tokenized))
+
+
+def test_foreground_margin_weights_a_band_of_background_alike():
+    """--foreground-margin: the background within the margin of the object weighs what the
+    object weighs, so an unsure edge pixel costs the same drawn either way; farther background
+    keeps weight 1; a margin alone or below 0 is refused."""
+    clip = av.generate_clip(0, size="large", shape="square", split="any")
+    fg = foreground(VideoTokenizer.frames_to_tensor(clip.frames[None]))
+    plain, band = loss_weights(fg, 10.0, 0), loss_weights(fg, 10.0, 2)
+    ys, xs = torch.nonzero(fg[0, 0, 0], as_tuple=True)
+    top, left = int(ys.min()), int(xs.min())
+    assert float(plain[0, 0, 0, top - 1, left + 3]) == 1.0  # object alone: its edge tilts
+    assert float(band[0, 0, 0, top - 1, left + 3]) == 11.0  # band: one pixel out weighs alike
+    assert float(band[0, 0, 0, top - 2, left + 3]) == 11.0
+    assert float(band[0, 0, 0, top - 3, left + 3]) == 1.0  # beyond the margin
+    assert torch.equal(band * fg, plain * fg)  # the object itself unchanged
+    with pytest.raises(TrainingError, match="give --foreground-weight"):
+        check_foreground_margin(2, 0.0)
+    with pytest.raises(TrainingError, match="0 or more"):
+        check_foreground_margin(-1, 10.0)
