@@ -43,8 +43,8 @@ MINUTES ?= 60
 TRAIN   := $(PY) -m models.train
 demo-checkpoint: setup
 	$(TRAIN) video-tokenizer --config demo --out $(DEMO) --resume --steps 20000 --batch 4 \
-	  --image-batch 16 --foreground-weight 10 --chroma-weight 1 --entropy-tokens foreground \
-	  --entropy-weight 0.05 --threads 1 --max-minutes $(MINUTES) & v=$$!; \
+	  --image-batch 16 --foreground-weight 10 --foreground-margin 2 --chroma-weight 1 \
+	  --entropy-tokens foreground --entropy-weight 0.05 --threads 1 --max-minutes $(MINUTES) & v=$$!; \
 	$(TRAIN) audio-tokenizer --config demo --out $(DEMO) --resume --steps 20000 --batch 8 \
 	  --crop-seconds 0.5 --threads 1 --max-minutes $(MINUTES) & a=$$!; \
 	wait $$v && wait $$a

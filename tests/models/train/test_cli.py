@@ -36,10 +36,11 @@ def test_existing_commands_still_parse():
     parser = build_parser()
     args = parser.parse_args(
         "video-tokenizer --config demo --out out/demo --resume --steps 20000 --batch 4 "
-        "--image-batch 16 --foreground-weight 10 --chroma-weight 1 --entropy-tokens foreground "
-        "--entropy-weight 0.05 --threads 1 --max-minutes 60".split()
+        "--image-batch 16 --foreground-weight 10 --foreground-margin 2 --chroma-weight 1 "
+        "--entropy-tokens foreground --entropy-weight 0.05 --threads 1 --max-minutes 60".split()
     )
     assert (args.stage, args.image_batch, args.entropy_weight) == ("video-tokenizer", 16, 0.05)
+    assert args.foreground_margin == 2
     args = parser.parse_args(
         "lm --config demo --out out/demo --resume --steps 10000 --batch 8 --clips 800 "
         "--lr 2e-3 --max-minutes 60".split()
