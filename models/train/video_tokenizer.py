@@ -52,7 +52,7 @@ def loss_weights(fg: torch.Tensor, weight: float, margin: int) -> torch.Tensor:
 
     Weighting the object alone tilts every pixel the decoder is unsure of towards the object's
     colour (an L1 error there costs weight + 1 times more than one on the background): the
-    demo tokenizer drew its objects 40 to 100 % larger in area than they are, covering all of
+    demo tokenizer drew its objects 30 to 100 % larger in area than they are, covering all of
     the object, so corners rounded and triangles read as circles. A band of the background
     weighted alike leaves an unsure edge pixel unbiased.
     """
