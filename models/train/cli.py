@@ -299,6 +299,15 @@ def add_sr_flags(p: argparse.ArgumentParser) -> None:
         "encoder and all), copied as sr_video_tokenizer.safetensors; the LM's codes at the "
         "card's size stay its tokenizer's (default: that tokenizer serves both sizes)",
     )
+    g.add_argument(
+        "--low-degrade",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="this share (0 to 1) of the training rows is conditioned on its clip blurred at "
+        "the card's size (shrunk 4x and grown back) in place of its sharp codes, so that the "
+        "stage draws the shape the text names over a blob (default 0: sharp codes only)",
+    )
 
 
 STAGE_FLAGS = {
@@ -370,6 +379,8 @@ def _run_stage(args: argparse.Namespace) -> dict:
         copy_tokenizers(args.tokenizers_from, args.out)
     if args.stage == "sr" and args.clips < 1:
         raise TrainingError(f"--clips must be at least 1; got {args.clips}")
+    if args.stage == "sr" and not 0 <= args.low_degrade <= 1:
+        raise TrainingError(f"--low-degrade is a share from 0 to 1; got {args.low_degrade:g}")
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
     if args.fresh_lr_mult is not None and not args.fresh_lr_mult > 0:

@@ -6,7 +6,15 @@ sizes), tokenized by the folder's video tokenizer (the larger size by the stage'
 caption's text states in `DIR/train/sr_data.pt`. The cache is written every chunk of clips,
 so a stopped tokenizing goes on where it stopped, and is kept while the tokenizers' codes and
 the clips' source stay the same. Then masked-token prediction, the LM stage's loop (checkpoints, resume,
-time limit, torchrun)."""
+time limit, torchrun).
+
+`--low-degrade SHARE` (conditioning augmentation, as cascaded image models train their
+upsamplers on blurred low-resolution inputs): a SHARE of the training rows take, in place of
+their clip's low-resolution codes, the codes of the same clip shrunk DEGRADE_FACTOR times and
+grown back: the object keeps its place, size, colour and motion but its outline is a blob. The
+LM's own samples at the card's size are such blobs; a stage trained only on sharp codes copies
+their outline, one trained on blurred ones as well learns to draw the shape the text names.
+These codes are cached beside the others (`low_soft`), tokenized the first time a run asks."""
 
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SR_CACHE = "sr_data.pt"  # in the run folder's train/
 CHUNK = 64  # clips tokenized between two writes of the cache
+DEGRADE_FACTOR = 4  # --low-degrade: 64x64 frames through 16x16, about one pixel per 8x8 token's 2x2
 
 
 def sr_config_for(config, preset: str, scale: int = 2) -> SRConfig:
@@ -148,6 +157,44 @@ def tokenize_pairs(data_low, data_high, indices, video_tok, device: str, high_to
     return lows[0], highs[0], captions
 
 
+def degrade(frames: np.ndarray, factor: int = DEGRADE_FACTOR) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> the same frames shrunk `factor` times (area) and grown back
+    (bilinear): place, size, colour and motion kept, the outline blurred to a blob."""
+    from models.conditioning import resize_frames
+
+    h, w = frames.shape[1:3]
+    small = resize_frames(frames, max(1, h // factor), max(1, w // factor))
+    return resize_frames(small, h, w)
+
+
+@torch.no_grad()
+def add_degraded_codes(run: Run, d: dict, spec: str, seed: int, device: str) -> dict:
+    """The cache `d` with `low_soft`: each clip's codes at the card's size through `degrade`
+    (in the order of `low`), tokenized chunk by chunk where missing and written as it goes."""
+    have = len(d["low_soft"]) if "low_soft" in d else 0
+    want = len(d["low"])
+    if have >= want:
+        return d
+    path = run.out / "train" / SR_CACHE
+    low_data = open_data(spec, run.config.card, seed=seed)
+    order = np.random.default_rng([seed, 11]).permutation(len(low_data))[:want]
+    video_tok, _ = load_tokenizers(run)
+    video_tok = video_tok.to(device).eval()
+    log.info("tokenizing clips %d to %d blurred at the card's size (--low-degrade)", have, want)
+    t0 = time.perf_counter()
+    soft = list(torch.unbind(d["low_soft"])) if have else []
+    for i in range(have, want, CHUNK):
+        frames = np.stack([degrade(low_data[int(j)].frames) for j in order[i : i + CHUNK]])
+        x = VideoTokenizer.frames_to_tensor(frames).to(device)
+        soft += list(video_tok.encode(x).cpu().to(torch.int16))
+        d["low_soft"] = torch.stack(soft)
+        torch.save(d, path)
+        if len(soft) < want:
+            print(f"sr tokenize (blurred): {len(soft)}/{want} clips", file=sys.stderr, flush=True)
+    log.info("blurred codes tokenized in %.0f s", time.perf_counter() - t0)
+    return d
+
+
 def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, device: str) -> dict:
     """The run's SR cache with `clips` clips of `spec` (at most a file's length): loaded, grown
     chunk by chunk (each chunk written), or started again when the tokenizer's codes or the
@@ -215,6 +262,13 @@ def train_sr(args) -> dict:
     distributed.barrier()
     if not run.world.main:
         d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+    share = args.low_degrade
+    if share > 0:
+        if run.world.main:
+            d = add_degraded_codes(run, d, args.data, args.seed, args.device)
+        distributed.barrier()
+        if not run.world.main:
+            d = add_degraded_codes(run, d, args.data, args.seed, args.device)
     torch.manual_seed(args.seed)
     model = SuperResolution(sr)
     model.init_weights()
@@ -231,7 +285,11 @@ def train_sr(args) -> dict:
         lengths = text_len[caption]
         mask = torch.arange(text.shape[1])[None, :] < lengths[:, None]
         high = d["high"][rows].long().to(args.device)
-        low = d["low"][rows].long().to(args.device)
+        low = d["low"][rows]
+        if share > 0:  # drawn for the global batch: every rank's rows agree
+            soft = torch.from_numpy(rng.random(batch)[own] < share)
+            low = torch.where(soft[:, None, None, None], d["low_soft"][rows], low)
+        low = low.long().to(args.device)
         loss = masked_loss(model, high, low, text, mask.to(args.device), g)
         return loss, {}
 

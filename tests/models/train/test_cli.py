@@ -60,6 +60,7 @@ def test_a_mistake_is_one_line_through_main_train_and_an_exception_below(tmp_pat
         (["lm", "--out", str(out), "--task-weights", "video_to_sound=2"], "not task=weight"),
         (["video-tokenizer", "--out", str(out), "--crop-frames", "6"], "4k+1"),
         (["video-tokenizer", "--out", str(out), "--foreground-margin", "2"], "--foreground-weight"),
+        (["sr", "--out", str(out), "--low-degrade", "1.5"], "--low-degrade is a share from 0 to 1"),
     ]
     if not torch.cuda.is_available():
         cases.append((["audio-tokenizer", "--out", str(out), "--device", "cuda"], "--device: "))

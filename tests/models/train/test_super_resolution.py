@@ -86,6 +86,34 @@ def test_a_stopped_tokenizing_goes_on_where_it_stopped(tmp_path, tokenized, monk
     assert a["captions"] == b["captions"]
 
 
+def test_low_degrade_conditions_a_share_of_rows_on_the_clip_blurred(tmp_path, tokenized):
+    from models.evaluate import dominant_colour, track
+
+    folder = _folder(tmp_path, tokenized)
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    clip = stage.open_data("shapes-av", config.card, seed=0)[0].frames
+    soft = stage.degrade(clip)
+    # the object keeps its place and colour; its outline is not the sharp one
+    assert soft.shape == clip.shape and dominant_colour(soft) == dominant_colour(clip)
+    sharp, blurred = track(clip), track(soft)
+    assert np.abs(sharp.cx - blurred.cx).max() <= 1.5 and np.abs(sharp.cy - blurred.cy).max() <= 1.5
+    assert np.abs(soft.astype(int) - clip).max() > 60
+
+    train_run("sr", folder, "--steps", "2", "--batch", "2", "--clips", "6", "--low-degrade", "0.5")
+    d = _cache(folder)
+    assert d["low_soft"].shape == d["low"].shape == (6, 5, 4, 4)
+    # each clip's blurred codes are its own frames blurred, in the order of the sharp ones
+    video_tok, _ = load_tokenizers(Run(folder, "sr", "tiny"))
+    data = stage.open_data("shapes-av", config.card, seed=0)
+    order = np.random.default_rng([0, 11]).permutation(len(data))[:6]
+    x = VideoTokenizer.frames_to_tensor(stage.degrade(data[int(order[3])].frames)[None])
+    assert torch.equal(video_tok.encode(x)[0].to(torch.int16), d["low_soft"][3])
+    assert not torch.equal(d["low_soft"], d["low"])
+    # a run without the flag keeps the cache as it is and trains on the sharp codes
+    train_run("sr", folder, "--steps", "3", "--batch", "2", "--clips", "6", "--resume")
+    assert torch.equal(_cache(folder)["low_soft"], d["low_soft"])
+
+
 def test_another_sr_preset_after_training_is_refused(tmp_path, tokenized):
     folder = _folder(tmp_path, tokenized)
     train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "4")
