@@ -17,7 +17,8 @@ NAMES = sorted(m.name for m in pkgutil.iter_modules(research.__path__))
 def test_every_probe_and_doc_tool_is_here():
     assert NAMES == sorted(
         ["audio_code_probe", "caption_probe", "condition_probe", "contact_sheet", "control_probe",
-         "phrasing_probe", "placement_probe", "scale_probe", "screenshot", "token_probe",
+         "phrasing_probe", "placement_probe", "scale_probe", "screenshot", "sr_text_probe",
+         "token_probe",
          "vocab_probe", "word_probe"]
     )  # fmt: skip
 
