@@ -157,6 +157,11 @@ def tokenize_pairs(data_low, data_high, indices, video_tok, device: str, high_to
     return lows[0], highs[0], captions
 
 
+def clip_order(n: int, want: int, seed: int) -> np.ndarray:
+    """The indices of the `want` clips (of `n`) the cache holds, in its order."""
+    return np.random.default_rng([seed, 11]).permutation(n)[:want]
+
+
 def degrade(frames: np.ndarray, factor: int = DEGRADE_FACTOR) -> np.ndarray:
     """(T, H, W, 3) uint8 -> the same frames shrunk `factor` times (area) and grown back
     (bilinear): place, size, colour and motion kept, the outline blurred to a blob."""
@@ -177,7 +182,7 @@ def add_degraded_codes(run: Run, d: dict, spec: str, seed: int, device: str) -> 
         return d
     path = run.out / "train" / SR_CACHE
     low_data = open_data(spec, run.config.card, seed=seed)
-    order = np.random.default_rng([seed, 11]).permutation(len(low_data))[:want]
+    order = clip_order(len(low_data), want, seed)
     video_tok, _ = load_tokenizers(run)
     video_tok = video_tok.to(device).eval()
     log.info("tokenizing clips %d to %d blurred at the card's size (--low-degrade)", have, want)
@@ -225,7 +230,7 @@ def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, devic
         high_tok = high_tok.to(device)
     log.info("tokenizing clips %d to %d at both sizes for the SR stage", have, want)
     t0 = time.perf_counter()
-    order = np.random.default_rng([seed, 11]).permutation(len(low_data))[:want]
+    order = clip_order(len(low_data), want, seed)
     lows = list(torch.unbind(d["low"])) if d else []
     highs = list(torch.unbind(d["high"])) if d else []
     captions = list(d["captions"]) if d else []
