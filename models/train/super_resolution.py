@@ -261,19 +261,18 @@ def train_sr(args) -> dict:
     sr = set_sr_config(run, args.sr_preset)
     if args.sr_tokenizer_from:
         set_sr_tokenizer(run, args.sr_tokenizer_from)
+    share = args.low_degrade
+
+    def load() -> dict:
+        d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+        return add_degraded_codes(run, d, args.data, args.seed, args.device) if share > 0 else d
+
     # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
     if run.world.main:
-        d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+        d = load()
     distributed.barrier()
     if not run.world.main:
-        d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
-    share = args.low_degrade
-    if share > 0:
-        if run.world.main:
-            d = add_degraded_codes(run, d, args.data, args.seed, args.device)
-        distributed.barrier()
-        if not run.world.main:
-            d = add_degraded_codes(run, d, args.data, args.seed, args.device)
+        d = load()
     torch.manual_seed(args.seed)
     model = SuperResolution(sr)
     model.init_weights()
