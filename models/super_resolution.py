@@ -270,10 +270,12 @@ def masked_loss(
     text: torch.Tensor,
     text_mask: torch.Tensor,
     generator: torch.Generator,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Masked-token prediction: each row masks a share cos(pi/2 u), u ~ U(0, 1), of its
     high-resolution tokens (at least one) and is scored on them; a `text_drop` share of the
-    rows is trained without its text. high (B, t, h, w) codes, low (B, t, h/s, w/s)."""
+    rows is trained without its text. high (B, t, h, w) codes, low (B, t, h/s, w/s).
+    weight (B, t, h, w): each token's weight in the mean over the masked tokens (None: 1)."""
     c = model.config
     B = high.shape[0]
     N = math.prod(c.grid)
@@ -287,8 +289,11 @@ def masked_loss(
     drop = (torch.rand(B, generator=generator) < c.text_drop).to(dev)
     text_mask = text_mask.bool() & ~drop[:, None]
     logits = model(inputs, low, text, text_mask)  # (B, t, h, w, groups, g)
-    loss = F.cross_entropy(logits[masked].flatten(0, 1), sub[masked].flatten(), reduction="mean")
-    return loss
+    ce = F.cross_entropy(logits[masked].flatten(0, 1), sub[masked].flatten(), reduction="none")
+    if weight is None:
+        return ce.mean()
+    w = weight.to(ce.dtype)[masked].repeat_interleave(c.code_groups)  # a token's sub-codes alike
+    return (w * ce).sum() / w.sum()
 
 
 @torch.no_grad()

@@ -308,6 +308,15 @@ def add_sr_flags(p: argparse.ArgumentParser) -> None:
         "the card's size (shrunk 4x and grown back) in place of its sharp codes, so that the "
         "stage draws the shape the text names over a blob (default 0: sharp codes only)",
     )
+    g.add_argument(
+        "--object-weight",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="the larger size's tokens that hold the object (pixels unlike the background) "
+        "and the tokens next to them count 1 + W times in the masked-token loss, so that the "
+        "outline is not a few percent of it (default 0: every token alike)",
+    )
 
 
 STAGE_FLAGS = {
@@ -381,6 +390,8 @@ def _run_stage(args: argparse.Namespace) -> dict:
         raise TrainingError(f"--clips must be at least 1; got {args.clips}")
     if args.stage == "sr" and not 0 <= args.low_degrade <= 1:
         raise TrainingError(f"--low-degrade is a share from 0 to 1; got {args.low_degrade:g}")
+    if args.stage == "sr" and args.object_weight < 0:
+        raise TrainingError(f"--object-weight must be 0 or more; got {args.object_weight:g}")
     if args.init_from:  # a wrong folder fails now, not after tokenizing
         args.init_from = init_path(args.init_from, STAGES[args.stage])
     if args.fresh_lr_mult is not None and not args.fresh_lr_mult > 0:

@@ -14,7 +14,11 @@ their clip's low-resolution codes, the codes of the same clip shrunk DEGRADE_FAC
 grown back: the object keeps its place, size, colour and motion but its outline is a blob. The
 LM's own samples at the card's size are such blobs; a stage trained only on sharp codes copies
 their outline, one trained on blurred ones as well learns to draw the shape the text names.
-These codes are cached beside the others (`low_soft`), tokenized the first time a run asks."""
+These codes are cached beside the others (`low_soft`), tokenized the first time a run asks.
+
+`--object-weight W`: the larger size's tokens that hold the object, and their neighbours along
+rows and columns, count 1 + W times in the loss (`object_tokens`, cached as `high_object`):
+on a flat ground they are a fifth of the grid or less, and they are where a shape is drawn."""
 
 from __future__ import annotations
 
@@ -172,32 +176,66 @@ def degrade(frames: np.ndarray, factor: int = DEGRADE_FACTOR) -> np.ndarray:
     return resize_frames(small, h, w)
 
 
-@torch.no_grad()
-def add_degraded_codes(run: Run, d: dict, spec: str, seed: int, device: str) -> dict:
-    """The cache `d` with `low_soft`: each clip's codes at the card's size through `degrade`
-    (in the order of `low`), tokenized chunk by chunk where missing and written as it goes."""
-    have = len(d["low_soft"]) if "low_soft" in d else 0
+def grow_cache(run: Run, d: dict, key: str, what: str, order: np.ndarray, make) -> dict:
+    """The cache `d` with `key`: one row per clip of `low`, whose data indices are `order`
+    (clip_order), made where missing by `make(indices)` (a chunk of them -> one row each) and
+    written chunk by chunk, so that a stopped run goes on where it stopped."""
+    have = len(d[key]) if key in d else 0
     want = len(d["low"])
     if have >= want:
         return d
-    path = run.out / "train" / SR_CACHE
-    low_data = open_data(spec, run.config.card, seed=seed)
-    order = clip_order(len(low_data), want, seed)
-    video_tok, _ = load_tokenizers(run)
-    video_tok = video_tok.to(device).eval()
-    log.info("tokenizing clips %d to %d blurred at the card's size (--low-degrade)", have, want)
+    log.info("%s: clips %d to %d", what, have, want)
     t0 = time.perf_counter()
-    soft = list(torch.unbind(d["low_soft"])) if have else []
+    rows = list(torch.unbind(d[key])) if have else []
     for i in range(have, want, CHUNK):
-        frames = np.stack([degrade(low_data[int(j)].frames) for j in order[i : i + CHUNK]])
-        x = VideoTokenizer.frames_to_tensor(frames).to(device)
-        soft += list(video_tok.encode(x).cpu().to(torch.int16))
-        d["low_soft"] = torch.stack(soft)
-        torch.save(d, path)
-        if len(soft) < want:
-            print(f"sr tokenize (blurred): {len(soft)}/{want} clips", file=sys.stderr, flush=True)
-    log.info("blurred codes tokenized in %.0f s", time.perf_counter() - t0)
+        rows += list(make(order[i : i + CHUNK]))
+        d[key] = torch.stack(rows)
+        torch.save(d, run.out / "train" / SR_CACHE)
+        if len(rows) < want:
+            print(f"sr cache ({what}): {len(rows)}/{want} clips", file=sys.stderr, flush=True)
+    log.info("%s in %.0f s", what, time.perf_counter() - t0)
     return d
+
+
+@torch.no_grad()
+def add_degraded_codes(run: Run, d: dict, spec: str, seed: int, device: str) -> dict:
+    """The cache `d` with `low_soft`: each clip's codes at the card's size through `degrade`,
+    tokenized where missing."""
+    data = open_data(spec, run.config.card, seed=seed)
+    video_tok = load_tokenizers(run)[0].to(device).eval()
+
+    def make(indices: np.ndarray) -> torch.Tensor:
+        frames = np.stack([degrade(data[int(j)].frames) for j in indices])
+        x = VideoTokenizer.frames_to_tensor(frames).to(device)
+        return video_tok.encode(x).cpu().to(torch.int16)
+
+    order = clip_order(len(data), len(d["low"]), seed)
+    return grow_cache(run, d, "low_soft", "tokenizing blurred at the card's size", order, make)
+
+
+def object_tokens(frames: np.ndarray, tok: VideoTokenizer, grid: tuple[int, ...]) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 frames -> (B, *grid) bool: the tokens whose patch holds a pixel
+    unlike its frame's background (the video tokenizer's `foreground`), and the tokens next to
+    them along rows and columns (where the outline is decided either way)."""
+    from models.train.video_tokenizer import foreground
+
+    fg = foreground(VideoTokenizer.frames_to_tensor(frames))
+    m = tok.token_mask(fg).view(len(frames), *grid).float()[:, None]
+    return torch.nn.functional.max_pool3d(m, (1, 3, 3), stride=1, padding=(0, 1, 1))[:, 0] > 0
+
+
+def add_object_tokens(run: Run, d: dict, spec: str, seed: int, scale: int) -> dict:
+    """The cache `d` with `high_object`: each clip's `object_tokens` at the larger size, from
+    its frames rendered again (nothing to tokenize)."""
+    data = open_data(spec, run.config.card, seed=seed, scale=scale)
+    tok = load_tokenizers(run)[0]  # its patch sizes, which the larger size's tokenizer shares
+    grid = tuple(d["high"].shape[1:])
+
+    def make(indices: np.ndarray) -> torch.Tensor:
+        return object_tokens(np.stack([data[int(j)].frames for j in indices]), tok, grid)
+
+    order = clip_order(len(data), len(d["low"]), seed)
+    return grow_cache(run, d, "high_object", "finding the object's tokens", order, make)
 
 
 def cached_sr_data(run: Run, spec: str, clips: int, seed: int, scale: int, device: str) -> dict:
@@ -265,6 +303,8 @@ def train_sr(args) -> dict:
 
     def load() -> dict:
         d = cached_sr_data(run, args.data, args.clips, args.seed, sr.scale, args.device)
+        if args.object_weight > 0:
+            d = add_object_tokens(run, d, args.data, args.seed, sr.scale)
         return add_degraded_codes(run, d, args.data, args.seed, args.device) if share > 0 else d
 
     # Under torchrun rank 0 tokenizes (or grows) the cache; the others then load it.
@@ -294,7 +334,10 @@ def train_sr(args) -> dict:
             soft = torch.from_numpy(rng.random(batch)[own] < share)
             low = torch.where(soft[:, None, None, None], d["low_soft"][rows], low)
         low = low.long().to(args.device)
-        loss = masked_loss(model, high, low, text, mask.to(args.device), g)
+        weight = None
+        if args.object_weight > 0:
+            weight = (1 + args.object_weight * d["high_object"][rows].float()).to(args.device)
+        loss = masked_loss(model, high, low, text, mask.to(args.device), g, weight)
         return loss, {}
 
     return train_loop(run, model, args, step_fn)

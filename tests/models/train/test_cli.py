@@ -61,6 +61,7 @@ def test_a_mistake_is_one_line_through_main_train_and_an_exception_below(tmp_pat
         (["video-tokenizer", "--out", str(out), "--crop-frames", "6"], "4k+1"),
         (["video-tokenizer", "--out", str(out), "--foreground-margin", "2"], "--foreground-weight"),
         (["sr", "--out", str(out), "--low-degrade", "1.5"], "--low-degrade is a share from 0 to 1"),
+        (["sr", "--out", str(out), "--object-weight", "-1"], "--object-weight must be 0 or more"),
     ]
     if not torch.cuda.is_available():
         cases.append((["audio-tokenizer", "--out", str(out), "--device", "cuda"], "--device: "))

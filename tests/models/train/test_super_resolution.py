@@ -114,6 +114,39 @@ def test_low_degrade_conditions_a_share_of_rows_on_the_clip_blurred(tmp_path, to
     assert torch.equal(_cache(folder)["low_soft"], d["low_soft"])
 
 
+def test_object_weight_weights_the_tokens_that_hold_the_object(tmp_path, tokenized, monkeypatch):
+    from models.evaluate import object_mask
+
+    folder = _folder(tmp_path, tokenized)
+    weights = []
+
+    def recording(*args):
+        weights.append(args[6])
+        return masked_loss(*args)
+
+    monkeypatch.setattr(stage, "masked_loss", recording)
+    train_run("sr", folder, "--steps", "2", "--batch", "2", "--clips", "6", "--object-weight", "4")
+    d = _cache(folder)
+    assert d["high_object"].shape == d["high"].shape == (6, 5, 8, 8)
+    # each clip's marked tokens hold every pixel of its objects (saturated on a grey ground),
+    # and leave most of the frame unmarked
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    video_tok, _ = load_tokenizers(Run(folder, "sr", "tiny"))
+    data = stage.open_data("shapes-av", config.card, seed=0, scale=2)
+    order = np.random.default_rng([0, 11]).permutation(len(data))[:6]
+    for row, i in enumerate(order):
+        pixels = np.stack([object_mask(f) for f in data[int(i)].frames])
+        held = video_tok.token_mask(torch.from_numpy(pixels)[None, None]).view(5, 8, 8)
+        assert held.any() and bool((d["high_object"][row] >= held).all())
+    assert float(d["high_object"].float().mean()) < 0.7
+    # the loss weighs them 1 + 4 times, the rest once
+    assert len(weights) == 2 and all(set(w.unique().tolist()) == {1.0, 5.0} for w in weights)
+    # a run without the flag keeps the cache and weighs every token alike
+    weights.clear()
+    train_run("sr", folder, "--steps", "3", "--batch", "2", "--clips", "6", "--resume")
+    assert torch.equal(_cache(folder)["high_object"], d["high_object"]) and weights == [None]
+
+
 def test_another_sr_preset_after_training_is_refused(tmp_path, tokenized):
     folder = _folder(tmp_path, tokenized)
     train_run("sr", folder, "--steps", "1", "--batch", "2", "--clips", "4")
