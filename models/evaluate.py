@@ -472,11 +472,14 @@ def run_eval(
     device: str = "cpu",
     tasks: list[str] | None = None,
     quantize: str = "none",
+    sr_guidance: float | None = None,
 ) -> list[Row]:
     """Generate on n held-out clips per task and measure the outputs. Returns the table rows.
 
     guidance None: the model card's default, what a request naming none gets from the service.
     quantize: the LM's weights as the service's VIDEOPOET_QUANTIZE would keep them.
+    sr_guidance: the SR stage's classifier-free guidance scale in place of the one its config
+    serves (`super_resolution.guidance` in config.json); None: that one.
     """
     from models.conditioning import resize_frames
     from models.pipeline import GenerationInputs, load_pipeline
@@ -490,6 +493,8 @@ def run_eval(
         else load_pipeline(model, device=device, quantize=quantize)
     )
     card = pipe.card
+    if sr_guidance is not None and getattr(pipe, "sr", None) is not None:
+        pipe.sr.config.guidance = sr_guidance
     specs = av.heldout_specs(n, seed=12345 + seed)
     rng = np.random.default_rng(seed)
     clips = [av.make_clip(s, phrasing="heldout") for s in specs]
@@ -901,6 +906,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the model card's)",
     )
     p.add_argument(
+        "--sr-guidance",
+        type=float,
+        default=None,
+        help="the SR stage's classifier-free guidance scale (default: the one in the "
+        "checkpoint's config.json, super_resolution.guidance)",
+    )
+    p.add_argument(
         "--tasks",
         default="",
         help="comma-separated subset (tokenizers, text_to_video, words, super_resolution, ...); "
@@ -946,11 +958,13 @@ def main_eval(argv: list[str] | None = None) -> list[Row]:
         device=args.device,
         tasks=[t for t in args.tasks.split(",") if t] or None,
         quantize=args.quantize,
+        sr_guidance=args.sr_guidance,
     )
+    sr_guidance = "" if args.sr_guidance is None else f", SR guidance {args.sr_guidance}"
     print(
         f"model {args.model}: {args.n} held-out clips per task, temperature {args.temperature}, "
         f"top-k {args.top_k or 'off'}, guidance {args.guidance}, seed {args.seed}, "
-        f"quantize {args.quantize} "
+        f"quantize {args.quantize}{sr_guidance} "
         f"({time.perf_counter() - t0:.0f} s)"
     )
     print(format_table(rows))

@@ -1,6 +1,6 @@
 """Does a checkpoint's SR stage draw the shape its text names, or the outline it is given?
 
-    python -m research.sr_text_probe --model out/sr5 [--n 24] [--threads 2]
+    python -m research.sr_text_probe --model out/sr5 [--n 24] [--guidance G] [--threads 2]
 
 The eval's held-out clips (the same specs as `videopoet eval`) at the card's size, blurred as
 `train sr --low-degrade` blurs them (`--sharp`: as they are), go through the checkpoint's SR
@@ -68,6 +68,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sharp", action="store_true", help="the clips as they are, not blurred")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="the stage's classifier-free guidance scale (default: its config's)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,8 +82,11 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = load_pipeline(args.model)
     if pipe.sr is None:
         p.error(f"{args.model} has no SR stage: give a folder that `videopoet train sr` wrote")
+    if args.guidance is not None:
+        pipe.sr.config.guidance = args.guidance
     t0 = time.perf_counter()
     result = probe(pipe, args.n, args.seed, blur=not args.sharp)
+    result["guidance"] = pipe.sr.config.guidance
     result["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result))
     return result

@@ -142,6 +142,38 @@ def test_masked_training_learns_the_tokens_of_a_clip() -> None:
     assert (out == high).float().mean() > 0.9
 
 
+def test_weighted_tokens_are_learnt_first() -> None:
+    """`--object-weight`'s loss: weights of one are the plain loss; tokens weighted up are
+    learnt before the others."""
+    g = torch.Generator().manual_seed(3)
+    c = _model().config
+    high = torch.randint(0, 2**c.codebook_bits, (2, *c.grid), generator=g)
+    low, text, mask = _inputs(_model())
+
+    def loss(model, weight, seed=5):
+        return masked_loss(
+            model, high, low, text, mask, torch.Generator().manual_seed(seed), weight
+        )
+
+    with torch.no_grad():
+        assert torch.equal(loss(_model(), None), loss(_model(), torch.ones(2, *c.grid)))
+    weight = torch.ones(2, *c.grid)
+    weight[..., : c.grid[2] // 2] = 30.0  # the left half of every row counts 30 times
+    model = _model().train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(25):
+        opt.zero_grad()
+        loss(model, weight, seed=step).backward()
+        opt.step()
+    with torch.no_grad():  # every token masked: each one's loss
+        logits = model(torch.full((2, *c.grid, 1), model.mask_id), low, text, mask)
+        ce = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 4), high.flatten(), reduction="none"
+        ).view(2, *c.grid)
+    left, right = ce[..., : c.grid[2] // 2].mean(), ce[..., c.grid[2] // 2 :].mean()
+    assert left < right - 1.0, (float(left), float(right))
+
+
 def test_configs_that_cannot_work_are_refused_with_what_is_accepted() -> None:
     with pytest.raises(ValueError, match="split evenly"):
         SRConfig(codebook_bits=9, code_groups=2)
@@ -256,6 +288,29 @@ def test_eval_reads_both_sizes_and_reports_the_stage(tmp_path) -> None:
     for metric in ("PSNR, SR from the true codes", "PSNR, decoder alone (resized)"):
         assert by[("super_resolution 64x64", metric)].value > 0
     assert by[("super_resolution 64x64", "time added to a video")].value > -1  # measured
+
+
+def test_eval_sr_guidance_runs_the_stage_at_that_scale(tmp_path, monkeypatch, capsys) -> None:
+    import models.pipeline
+    from models.evaluate import main_eval
+    from tests.models.sr_checkpoint import tiny_sr_checkpoint
+
+    folder = tiny_sr_checkpoint(tmp_path / "ckpt")
+    real, scales = models.pipeline.sample_sr, []
+
+    def recording(*args, **kwargs):
+        scales.append(kwargs["guidance"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.pipeline, "sample_sr", recording)
+    main_eval(
+        ["--model", str(folder), "--n", "2", "--tasks", "text_to_video", "--sr-guidance", "3"]
+    )
+    assert scales and set(scales) == {3.0}
+    assert "SR guidance 3.0" in capsys.readouterr().out.splitlines()[0]
+    scales.clear()
+    main_eval(["--model", str(folder), "--n", "2", "--tasks", "text_to_video"])
+    assert scales and set(scales) == {1.0}  # the config's own
 
 
 def test_an_input_at_the_larger_size_keeps_its_own_tokens_there(sr_pipe, monkeypatch) -> None:
