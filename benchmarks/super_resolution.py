@@ -7,6 +7,8 @@ added with random weights, in a temporary copy of its folder: the time does not 
 the weights. Prints the seconds of a text_to_video request at the LM's size and at the
 stage's (best of --repeat, alternated), the increase, and the parts of the stage: one decode
 at each size, the stage's sampling at its configured steps and at half of them, one forward.
+With --decoder-channels N, also one decode at the larger size by the same tokenizer with its
+decoder N channels wide (random weights): what a narrower decoder for that size would save.
 The last line is JSON.
 """
 
@@ -18,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +34,7 @@ from models.pipeline import ModelConfig, load_pipeline  # noqa: E402
 from models.spec import Task, TaskSpec  # noqa: E402
 from models.super_resolution import SuperResolution, sample  # noqa: E402
 from models.train.super_resolution import sr_config_for  # noqa: E402
+from models.video_tokenizer import VideoTokenizer  # noqa: E402
 from service import machine  # noqa: E402
 
 
@@ -63,6 +67,9 @@ def main() -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--decoder-channels", type=int, default=0, help="also time a decoder this wide (0: off)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +104,13 @@ def main() -> None:
         }
         hi = torch.full((1, *sr.config.grid, sr.config.code_groups), sr.mask_id)
         parts["forward_s"] = best(lambda: sr(hi, low, text, mask), args.repeat)
+        if args.decoder_channels:
+            narrow = VideoTokenizer(
+                replace(pipe.video_tokenizer.config, decoder_channels=args.decoder_channels)
+            ).eval()
+            parts[f"decode_big_{args.decoder_channels}ch_s"] = best(
+                lambda: narrow.decode(high), args.repeat
+            )
     row = {
         "model": args.model,
         "sizes": [small, big],
